@@ -1,0 +1,59 @@
+"""Content-addressed files: blobs/<algorithm>/<ab>/<hex>, written only by temp → verify → rename."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from mirror.reference import Digest
+
+log = logging.getLogger(__name__)
+
+
+class BlobStore:
+    """The shared blob files of every upstream and repository; one copy per digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs_dir = root / "blobs"
+        # Temp files live on the same filesystem as the blobs, so the final rename is atomic.
+        self.tmp_dir = root / "tmp"
+
+    def open(self) -> None:
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: Digest) -> Path:
+        return self.blobs_dir / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def size_of(self, digest: Digest) -> int | None:
+        """The stored blob's size, or None when it is not stored."""
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def new_temp(self) -> Path:
+        return self.tmp_dir / f"{uuid.uuid4().hex}.partial"
+
+    def commit(self, temp: Path, digest: Digest) -> Path:
+        """Move a verified temp file into place; readers see the whole blob or nothing."""
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+        return final
+
+    def discard(self, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+
+    def sweep_temps(self) -> int:
+        """Delete temp files a crash left behind; called at start-up, before any fill."""
+        count = 0
+        for leftover in self.tmp_dir.glob("*"):
+            leftover.unlink(missing_ok=True)
+            count += 1
+        if count:
+            log.info("removed %d temp files left by an earlier run", count)
+        return count

@@ -1,0 +1,263 @@
+"""Configuration: a TOML document validated into frozen dataclasses.
+
+Every key has a default, so the mirror runs with no file at all (Docker Hub upstream,
+data in ./data). Unknown keys and bad values raise ConfigError naming the key's path.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+DOCKER_HUB_NAME = "docker.io"
+DOCKER_HUB_URL = "https://registry-1.docker.io"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = Path("./data")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    tag_ttl: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str = DOCKER_HUB_NAME
+    url: URL = field(default_factory=lambda: URL(DOCKER_HUB_URL))
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tag_ttl: float | None = None
+    offline: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    @property
+    def is_docker_hub(self) -> bool:
+        """Docker Hub's naming rule (`alpine` is `library/alpine`) applies to this upstream."""
+        return self.name == DOCKER_HUB_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    upstreams: tuple[UpstreamConfig, ...] = field(default_factory=lambda: (UpstreamConfig(),))
+
+    def tag_ttl_for(self, upstream: UpstreamConfig) -> float:
+        return self.cache.tag_ttl if upstream.tag_ttl is None else upstream.tag_ttl
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds from "10m", "30s", "1.5h", "250ms" or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{key}: expected a duration such as "10m", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ConfigError(f'{key}: expected a duration such as "10m" or "30s", got {value!r}')
+    if seconds < 0:
+        raise ConfigError(f"{key}: a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: object, key: str) -> int:
+    """Bytes from "50GiB", "500MB", "0" or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{key}: expected a size such as "50GiB", got {value!r}')
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        unit = (match.group(2) or "b").lower()
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    else:
+        raise ConfigError(f'{key}: expected a size such as "50GiB" or "500MB", got {value!r}')
+    if size < 0:
+        raise ConfigError(f"{key}: a size cannot be negative")
+    return size
+
+
+def parse_listen(value: object, key: str) -> tuple[str, int]:
+    """("host", port) from "host:port", "[::1]:port" or ":port"."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: port must be a number from 0 to 65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+class _Section:
+    """One TOML table being read: takes known keys, then rejects whatever is left."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(data).__name__}")
+        self._data = dict(data)
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def take(self, name: str) -> Any:
+        return self._data.pop(name, None)
+
+    def take_str(self, name: str) -> str | None:
+        value = self.take(name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.key(name)}: expected a string, got {value!r}")
+        return value
+
+    def take_bool(self, name: str, default: bool) -> bool:
+        value = self.take(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected true or false, got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        if self._data:
+            unknown = sorted(self._data)[0]
+            raise ConfigError(f"{self.key(unknown)}: unknown key")
+
+
+def _server(section: _Section) -> ServerConfig:
+    listen = section.take("listen")
+    section.finish()
+    if listen is None:
+        return ServerConfig()
+    host, port = parse_listen(listen, section.key("listen"))
+    return ServerConfig(host=host, port=port)
+
+
+def _storage(section: _Section) -> StorageConfig:
+    path = section.take_str("path")
+    section.finish()
+    return StorageConfig(path=Path(path)) if path else StorageConfig()
+
+
+def _cache(section: _Section) -> CacheConfig:
+    ttl = section.take("tag_ttl")
+    section.finish()
+    if ttl is None:
+        return CacheConfig()
+    return CacheConfig(tag_ttl=parse_duration(ttl, section.key("tag_ttl")))
+
+
+def _upstream(section: _Section) -> UpstreamConfig:
+    defaults = UpstreamConfig()
+    name = section.take_str("name") or defaults.name
+    url_text = section.take_str("url")
+    url = URL(url_text) if url_text else defaults.url
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"{section.key('url')}: expected an http:// or https:// URL")
+    username = section.take_str("username")
+    password = section.take_str("password")
+    password_file = section.take_str("password_file")
+    if password_file is not None:
+        if password is not None:
+            raise ConfigError(f"{section.key('password_file')}: set password or password_file")
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{section.key('password_file')}: cannot read: {exc.strerror}"
+            ) from None
+    if (username is None) != (password is None):
+        raise ConfigError(f"{section.key('username')}: username and password go together")
+    ttl = section.take("tag_ttl")
+    connect = section.take("connect_timeout")
+    read = section.take("read_timeout")
+    offline = section.take_bool("offline", False)
+    section.finish()
+    return UpstreamConfig(
+        name=name,
+        url=url,
+        username=username,
+        password=password,
+        tag_ttl=None if ttl is None else parse_duration(ttl, section.key("tag_ttl")),
+        offline=offline,
+        connect_timeout=defaults.connect_timeout
+        if connect is None
+        else parse_duration(connect, section.key("connect_timeout")),
+        read_timeout=defaults.read_timeout
+        if read is None
+        else parse_duration(read, section.key("read_timeout")),
+    )
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    """Validate a TOML document (as a dict) into a Config."""
+    root = _Section(data, "")
+    server = _server(_Section(root.take("server") or {}, "server"))
+    storage = _storage(_Section(root.take("storage") or {}, "storage"))
+    cache = _cache(_Section(root.take("cache") or {}, "cache"))
+    raw_upstreams = root.take("upstreams")
+    root.finish()
+    if raw_upstreams is None:
+        upstreams: tuple[UpstreamConfig, ...] = (UpstreamConfig(),)
+    elif not isinstance(raw_upstreams, list) or not raw_upstreams:
+        raise ConfigError("upstreams: expected one or more [[upstreams]] tables")
+    else:
+        upstreams = tuple(
+            _upstream(_Section(item, f"upstreams[{index}]"))
+            for index, item in enumerate(raw_upstreams)
+        )
+    names = [upstream.name for upstream in upstreams]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"upstreams[{index}].name: {name!r} is used twice")
+    return Config(server=server, storage=storage, cache=cache, upstreams=upstreams)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a TOML file; None gives the embedded defaults."""
+    if path is None:
+        return Config()
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data)

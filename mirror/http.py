@@ -1,0 +1,176 @@
+"""Thin /v2/ handlers: parse the request, call a service, write the registry's headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from mirror.blobs import FillingBlob
+from mirror.errors import MirrorError, NotFound, PaginationInvalid, RangeInvalid, Unsupported
+from mirror.fill import FillFailed
+from mirror.http_ranges import parse_range
+from mirror.keys import BLOBS, MANIFESTS, ROUTER, TAGS
+from mirror.reference import Digest, parse_reference
+from mirror.routing import Target
+
+log = logging.getLogger(__name__)
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+STALE_WARNING = '299 - "stale: the upstream could not be reached; served from cache"'
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as an OCI error body; an unexpected one is logged, never echoed."""
+    try:
+        return await handler(request)
+    except MirrorError as exc:
+        return error_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        error = MirrorError("internal error")
+        return error_response(error)
+
+
+def error_response(error: MirrorError) -> web.Response:
+    response = web.Response(status=error.status, body=error.body(), content_type="application/json")
+    response.headers[API_VERSION[0]] = API_VERSION[1]
+    return response
+
+
+async def api_root(request: web.Request) -> web.Response:
+    return web.json_response({}, headers=dict([API_VERSION]))
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Route /v2/<name>/{manifests,blobs,tags} by hand: names hold any number of slashes."""
+    if request.method not in ("GET", "HEAD"):
+        raise Unsupported("this registry is a read-only mirror: push and delete are unsupported")
+    path = request.match_info["tail"]
+    if path.endswith("/tags/list"):
+        return await tags_list(request, _target(request, path.removesuffix("/tags/list")))
+    for kind, handler in (("manifests", manifest), ("blobs", blob)):
+        name, sep, ref = path.rpartition(f"/{kind}/")
+        if sep and name and ref and "/" not in ref:
+            return await handler(request, _target(request, name), ref)
+    raise NotFound(f"no such endpoint: /v2/{path[:200]}")
+
+
+def _target(request: web.Request, name: str) -> Target:
+    return request.app[ROUTER].route(name, request.query.get("ns"))
+
+
+def _headers(target: Target) -> dict[str, str]:
+    headers = dict([API_VERSION])
+    if target.namespace is not None:
+        headers["OCI-Namespace"] = target.namespace
+    return headers
+
+
+def client_accept(request: web.Request) -> tuple[str, ...]:
+    """Every media type of every Accept line (dockerd sends one line per type)."""
+    types = []
+    for line in request.headers.getall("Accept", []):
+        for item in line.split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type:
+                types.append(media_type)
+    return tuple(types)
+
+
+async def manifest(request: web.Request, target: Target, ref_text: str) -> web.Response:
+    ref = parse_reference(ref_text)
+    result = await request.app[MANIFESTS].get(
+        target.upstream, target.repo, ref, client_accept(request)
+    )
+    stored = result.manifest
+    headers = _headers(target)
+    headers["Docker-Content-Digest"] = stored.digest
+    headers["ETag"] = f'"{stored.digest}"'
+    if result.stale:
+        headers["Warning"] = STALE_WARNING
+    # HEAD gets the same headers, Content-Length included; aiohttp leaves out the body.
+    response = web.Response(body=stored.body, headers=headers)
+    response.content_type = stored.media_type
+    return response
+
+
+async def blob(request: web.Request, target: Target, digest_text: str) -> web.StreamResponse:
+    digest = Digest.parse(digest_text)
+    service = request.app[BLOBS]
+    headers = _headers(target)
+    headers["Docker-Content-Digest"] = str(digest)
+    headers["Content-Type"] = "application/octet-stream"
+    if request.method == "HEAD":
+        size = await service.stat(target.upstream, target.repo, digest)
+        response = web.Response(headers=headers)
+        if size is not None:
+            response.content_length = size
+        headers["Accept-Ranges"] = "bytes"
+        return response
+    source = await service.open(target.upstream, target.repo, digest)
+    if not isinstance(source, FillingBlob):
+        headers["ETag"] = f'"{digest}"'
+        # sendfile, with Range, If-None-Match and HEAD handled by aiohttp.
+        return web.FileResponse(source.path, headers=headers)
+    return await _stream_fill(request, source, headers)
+
+
+async def _stream_fill(
+    request: web.Request, source: FillingBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Follow a running fill; cut the connection if it fails so the client sees a short body."""
+    fill = source.fill
+    try:
+        byte_range = parse_range(request.headers.get("Range"), fill.size)
+    except RangeInvalid:
+        source.close()
+        raise
+    response = web.StreamResponse(headers=headers)
+    response.headers["Accept-Ranges"] = "bytes"
+    start, end = 0, fill.size
+    if byte_range is not None and fill.size is not None:
+        start, end = byte_range.start, byte_range.end
+        response.set_status(206)
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{fill.size}"
+    if end is not None:
+        response.content_length = end - start
+    chunks = fill.read(source.fd, start, end)
+    try:
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+    except FillFailed as exc:
+        log.warning("cutting a client of %s: %s", fill.digest, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    finally:
+        await chunks.aclose()
+    await response.write_eof()
+    return response
+
+
+async def tags_list(request: web.Request, target: Target) -> web.Response:
+    n_text, last = request.query.get("n"), request.query.get("last")
+    if n_text is not None and not n_text.isdigit():
+        raise PaginationInvalid(f"n must be a non-negative integer, got {n_text[:20]!r}")
+    page = await request.app[TAGS].list(
+        target.upstream, target.repo, int(n_text) if n_text else None, last
+    )
+    headers = _headers(target)
+    if page.link:
+        headers["Link"] = page.link
+    if page.stale:
+        headers["Warning"] = STALE_WARNING
+    return web.Response(body=page.body, headers=headers, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2/", api_root)
+    app.router.add_route("*", "/v2/{tail:.+}", dispatch)

@@ -1,0 +1,39 @@
+"""The single byte range of a `Range: bytes=…` header (what registry clients send)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mirror.errors import RangeInvalid
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+
+def parse_range(header: str | None, size: int | None) -> ByteRange | None:
+    """None means "send the whole blob": no header, an unknown size, or several ranges
+    (which RFC 9110 lets a server answer with the whole representation)."""
+    if header is None or size is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise RangeInvalid(f"range {header!r} is empty", detail={"size": size})
+        return ByteRange(max(0, size - length), size)
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        raise RangeInvalid(f"range {header!r} is outside the blob", detail={"size": size})
+    return ByteRange(start, end)

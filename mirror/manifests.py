@@ -1,0 +1,217 @@
+"""Manifests: tags remote-first with a TTL and stale-if-error; digests local-first, kept forever."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from mirror.errors import ManifestUnknown, MirrorError, Unavailable
+from mirror.metadata import Metadata, StoredManifest, TagRow
+from mirror.reference import Digest, Reference, Tag
+from mirror.singleflight import SingleFlight
+from mirror.upstream import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_V1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+DOCKER_V1 = "application/vnd.docker.distribution.manifest.v1+json"
+# Tags are resolved upstream with every type we can serve, so the cached digest is the one
+# the richest client gets (usually an index); narrower clients are handled per request.
+ALL_MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_V1_SIGNED)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    manifest: StoredManifest
+    stale: bool = False  # served from cache because the upstream could not answer
+
+
+def accepts(accept: Sequence[str], media_type: str) -> bool:
+    """Whether a media type is in the client's Accept set (absent Accept or */* takes any)."""
+    if not accept:
+        return True
+    family = media_type.split("/", 1)[0]
+    return any(item in ("*/*", media_type, f"{family}/*") for item in accept)
+
+
+def referenced_digests(body: bytes) -> set[str]:
+    """Every digest a manifest points at: config, layers, child manifests, v1 fsLayers."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return set()
+    if not isinstance(document, dict):
+        return set()
+    descriptors: list[object] = [document.get("config"), document.get("subject")]
+    for key in ("layers", "manifests"):
+        items = document.get(key)
+        if isinstance(items, list):
+            descriptors.extend(items)
+    found = {d.get("digest") for d in descriptors if isinstance(d, dict)}
+    layers = document.get("fsLayers")
+    if isinstance(layers, list):
+        found |= {layer.get("blobSum") for layer in layers if isinstance(layer, dict)}
+    return {digest for digest in found if isinstance(digest, str)}
+
+
+class ManifestService:
+    def __init__(
+        self,
+        metadata: Metadata,
+        clock: Callable[[], float],
+        tag_ttl: Callable[[UpstreamRegistry], float],
+    ) -> None:
+        self._metadata = metadata
+        self._clock = clock
+        self._tag_ttl = tag_ttl
+        self._resolving: SingleFlight[StoredManifest] = SingleFlight()
+        self._fetching: SingleFlight[StoredManifest] = SingleFlight()
+
+    async def close(self) -> None:
+        await self._resolving.close()
+        await self._fetching.close()
+
+    async def get(
+        self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
+    ) -> ManifestResult:
+        if isinstance(ref, Digest):
+            manifest = await self._by_digest(upstream, repo, str(ref))
+            if not accepts(accept, manifest.media_type):
+                raise ManifestUnknown(
+                    f"manifest {ref} is {manifest.media_type}, which the client does not accept"
+                )
+            return ManifestResult(manifest)
+        result = await self._by_tag(upstream, repo, ref)
+        if accepts(accept, result.manifest.media_type):
+            return result
+        # The tag's usual answer (say an index) is not for this client: ask as it asked.
+        return ManifestResult(await self._fetch_for_accept(upstream, repo, ref, accept))
+
+    # -- tags -------------------------------------------------------------------------------
+
+    async def _by_tag(self, upstream: UpstreamRegistry, repo: str, tag: Tag) -> ManifestResult:
+        row = await self._metadata.get_tag(upstream.name, repo, tag.name)
+        fresh = row is not None and (self._clock() < row.expires_at or upstream.config.offline)
+        if row is not None and fresh:
+            stored = await self._metadata.get_manifest(row.digest)
+            if stored is not None:
+                return ManifestResult(stored)
+        key = (upstream.name, repo, tag.name)
+        try:
+            manifest = await self._resolving.run(
+                key, lambda: self._resolve_tag(upstream, repo, tag, row)
+            )
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"manifest unknown: {repo}:{tag}") from None
+        except UpstreamUnavailable as exc:
+            stale = await self._last_known(row)
+            if stale is None:
+                raise
+            log.warning("serving %s:%s from cache: %s", repo, tag, exc.message)
+            return ManifestResult(stale, stale=True)
+        return ManifestResult(manifest)
+
+    async def _last_known(self, row: TagRow | None) -> StoredManifest | None:
+        return None if row is None else await self._metadata.get_manifest(row.digest)
+
+    async def _resolve_tag(
+        self, upstream: UpstreamRegistry, repo: str, tag: Tag, row: TagRow | None
+    ) -> StoredManifest:
+        """Revalidate with a HEAD (free on Docker Hub) when we know the tag, else one GET."""
+        if row is not None:
+            head = await upstream.head_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
+            if head.digest is not None:
+                manifest = await self._by_digest(upstream, repo, head.digest, linked=True)
+                await self._remember_tag(upstream, repo, tag, manifest)
+                return manifest
+        fetched = await upstream.get_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
+        manifest = self._verified(fetched.body, fetched.media_type, fetched.digest, None)
+        await self._store(upstream, repo, manifest)
+        await self._remember_tag(upstream, repo, tag, manifest)
+        return manifest
+
+    async def _remember_tag(
+        self, upstream: UpstreamRegistry, repo: str, tag: Tag, manifest: StoredManifest
+    ) -> None:
+        now = self._clock()
+        row = TagRow(manifest.digest, manifest.media_type, now, now + self._tag_ttl(upstream))
+        await self._metadata.put_tag(upstream.name, repo, tag.name, row)
+
+    async def _fetch_for_accept(
+        self, upstream: UpstreamRegistry, repo: str, tag: Tag, accept: Sequence[str]
+    ) -> StoredManifest:
+        try:
+            fetched = await upstream.get_manifest(repo, tag.name, accept)
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"{repo}:{tag} has no manifest of an accepted type") from None
+        if not accepts(accept, fetched.media_type):
+            raise ManifestUnknown(f"{repo}:{tag} has no manifest of an accepted type")
+        manifest = self._verified(fetched.body, fetched.media_type, fetched.digest, None)
+        await self._store(upstream, repo, manifest)
+        return manifest
+
+    # -- digests ----------------------------------------------------------------------------
+
+    async def _by_digest(
+        self, upstream: UpstreamRegistry, repo: str, digest: str, linked: bool = False
+    ) -> StoredManifest:
+        """Local first; `linked` says the upstream just vouched that repo holds this digest."""
+        stored = await self._metadata.get_manifest(digest)
+        if stored is not None:
+            if linked:
+                await self._metadata.add_link(upstream.name, repo, digest)
+            elif not await self._metadata.has_link(upstream.name, repo, digest):
+                await self._confirm_upstream_holds(upstream, repo, digest)
+            return stored
+        try:
+            return await self._fetching.run(
+                (upstream.name, repo, digest), lambda: self._fetch_digest(upstream, repo, digest)
+            )
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"manifest unknown: {repo}@{digest}") from None
+
+    async def _confirm_upstream_holds(
+        self, upstream: UpstreamRegistry, repo: str, digest: str
+    ) -> None:
+        """Content cached for another repository is served here only if upstream agrees."""
+        try:
+            await upstream.head_manifest(repo, digest, ALL_MANIFEST_TYPES)
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"manifest unknown: {repo}@{digest}") from None
+        await self._metadata.add_link(upstream.name, repo, digest)
+
+    async def _fetch_digest(
+        self, upstream: UpstreamRegistry, repo: str, digest: str
+    ) -> StoredManifest:
+        fetched = await upstream.get_manifest(repo, digest, ALL_MANIFEST_TYPES)
+        manifest = self._verified(fetched.body, fetched.media_type, fetched.digest, digest)
+        await self._store(upstream, repo, manifest)
+        return manifest
+
+    def _verified(
+        self, body: bytes, media_type: str, header_digest: str | None, wanted: str | None
+    ) -> StoredManifest:
+        """Check the bytes against the digest asked for and the one the upstream announced."""
+        for claimed in (wanted, header_digest):
+            if claimed is not None and not _matches(claimed, body):
+                raise Unavailable(f"upstream manifest does not match {claimed}")
+        # Keep the digest in the algorithm the client and the upstream speak.
+        digest = wanted or header_digest or str(Digest.of(body))
+        return StoredManifest(digest, media_type, body)
+
+    async def _store(self, upstream: UpstreamRegistry, repo: str, manifest: StoredManifest) -> None:
+        references: Iterable[str] = referenced_digests(manifest.body)
+        await self._metadata.put_manifest(manifest, self._clock(), upstream.name, repo, references)
+
+
+def _matches(claimed: str, body: bytes) -> bool:
+    try:
+        return Digest.parse(claimed).matches(body)
+    except MirrorError:
+        return False

@@ -1,0 +1,166 @@
+"""The local side's index in SQLite: tags with expiry, manifests by digest, blobs, repo links."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+# Each entry moves the schema one version up; PRAGMA user_version records where a file is.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tags (
+        upstream TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (upstream, repo, tag)
+    ) WITHOUT ROWID;
+    CREATE TABLE manifests (
+        digest TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE blobs (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        last_access REAL NOT NULL
+    );
+    -- Which repository of which upstream is known to hold a piece of content.
+    CREATE TABLE links (
+        upstream TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (upstream, repo, digest)
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    digest: str
+    media_type: str
+    fetched_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    body: bytes
+
+
+class Metadata:
+    """One long-lived aiosqlite connection in WAL mode."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        assert self._db is not None, "Metadata.open() was not awaited"
+        return self._db
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+
+    # -- tags -------------------------------------------------------------------------------
+
+    async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
+        async with self.db.execute(
+            "SELECT digest, media_type, fetched_at, expires_at FROM tags"
+            " WHERE upstream = ? AND repo = ? AND tag = ?",
+            (upstream, repo, tag),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else TagRow(row[0], row[1], row[2], row[3])
+
+    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (upstream, repo, tag, row.digest, row.media_type, row.fetched_at, row.expires_at),
+        )
+        await self.db.commit()
+
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        async with self.db.execute(
+            "SELECT tag FROM tags WHERE upstream = ? AND repo = ? ORDER BY tag",
+            (upstream, repo),
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def get_manifest(self, digest: str) -> StoredManifest | None:
+        async with self.db.execute(
+            "SELECT media_type, body FROM manifests WHERE digest = ?", (digest,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else StoredManifest(digest, row[0], bytes(row[1]))
+
+    async def put_manifest(
+        self,
+        manifest: StoredManifest,
+        now: float,
+        upstream: str,
+        repo: str,
+        references: Iterable[str],
+    ) -> None:
+        """Store a verified manifest and link it, and all it references, to the repository."""
+        await self.db.execute(
+            "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?)",
+            (manifest.digest, manifest.media_type, manifest.body, now),
+        )
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
+            [(upstream, repo, digest) for digest in {manifest.digest, *references}],
+        )
+        await self.db.commit()
+
+    # -- blobs and links --------------------------------------------------------------------
+
+    async def has_link(self, upstream: str, repo: str, digest: str) -> bool:
+        async with self.db.execute(
+            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
+            (upstream, repo, digest),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def add_link(self, upstream: str, repo: str, digest: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO links VALUES (?, ?, ?)", (upstream, repo, digest)
+        )
+        await self.db.commit()
+
+    async def put_blob(self, digest: str, size: int, now: float) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (digest, size, now, now)
+        )
+        await self.db.commit()

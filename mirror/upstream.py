@@ -1,0 +1,279 @@
+"""The remote side: one upstream registry, its token dance, redirects, rate limits and cool-down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from mirror import __version__
+from mirror.config import UpstreamConfig
+from mirror.errors import Unauthorized, Unavailable
+from mirror.upstream_auth import TokenCache, parse_challenge
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution refuses larger manifests too
+MAX_REDIRECTS = 5
+DEFAULT_COOLDOWN = 60.0  # a 429 without Retry-After
+USER_AGENT = f"mirror/{__version__} (pull-through cache)"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class UpstreamUnavailable(Unavailable):
+    """The upstream cannot answer now (refused, timeout, 5xx, 429, auth server down, offline)."""
+
+    def __init__(self, upstream: str, reason: str, message: str) -> None:
+        super().__init__(f"upstream {upstream} unavailable: {message}")
+        self.reason = reason
+
+
+class UpstreamNotFound(Exception):
+    """The upstream answered 404 for this name, manifest or blob."""
+
+
+class UpstreamDenied(Unauthorized):
+    """The upstream refused access even after authenticating."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    digest: str | None
+    media_type: str
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    body: bytes
+    media_type: str
+    digest: str | None  # the upstream's Docker-Content-Digest, when sent
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int | None = None
+    remaining: int | None = None
+
+
+class UpstreamRegistry:
+    """Speaks the distribution API to one upstream; raises UpstreamUnavailable/NotFound/Denied."""
+
+    def __init__(self, config: UpstreamConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.name = config.name
+        self._clock = clock
+        self._tokens = TokenCache(clock)
+        self._session: aiohttp.ClientSession | None = None
+        self._cooldown_until = 0.0
+        self.rate_limit = RateLimit()
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.config.connect_timeout,
+            sock_read=self.config.read_timeout,
+        )
+        # auto_decompress=False: blob bytes must reach the store exactly as the digest says.
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            auto_decompress=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def cooling_down(self) -> bool:
+        return self._clock() < self._cooldown_until
+
+    # -- the distribution API -------------------------------------------------------------
+
+    async def head_manifest(self, repo: str, ref: str, accept: Sequence[str]) -> ManifestHead:
+        path = f"/v2/{repo}/manifests/{ref}"
+        async with self._request("HEAD", path, repo, _accept_headers(accept)) as response:
+            self._expect_ok(response)
+            return ManifestHead(
+                digest=response.headers.get("Docker-Content-Digest"),
+                media_type=_media_type(response),
+                size=response.content_length,
+            )
+
+    async def get_manifest(self, repo: str, ref: str, accept: Sequence[str]) -> FetchedManifest:
+        path = f"/v2/{repo}/manifests/{ref}"
+        async with self._request("GET", path, repo, _accept_headers(accept)) as response:
+            self._expect_ok(response)
+            length = response.content_length
+            if length is not None and length > MAX_MANIFEST_BYTES:
+                raise UpstreamUnavailable(self.name, "invalid", "manifest too large")
+            body = await self._read_limited(response, MAX_MANIFEST_BYTES)
+            return FetchedManifest(
+                body=body,
+                media_type=_media_type(response),
+                digest=response.headers.get("Docker-Content-Digest"),
+            )
+
+    async def head_blob(self, repo: str, digest: str) -> int | None:
+        """The blob's size if the upstream holds it under this repository."""
+        async with self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo, {}) as response:
+            self._expect_ok(response)
+            return response.content_length
+
+    @asynccontextmanager
+    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A 200 response whose body is the blob; the caller streams it."""
+        async with self._request("GET", f"/v2/{repo}/blobs/{digest}", repo, {}) as response:
+            self._expect_ok(response)
+            yield response
+
+    async def get_tags(self, repo: str, query: Mapping[str, str]) -> tuple[bytes, str | None]:
+        """The upstream's tag list body and its Link header (pagination)."""
+        path = str(URL(f"/v2/{repo}/tags/list").with_query(query))
+        async with self._request("GET", path, repo, {}) as response:
+            self._expect_ok(response)
+            body = await self._read_limited(response, MAX_MANIFEST_BYTES)
+            return body, response.headers.get("Link")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, path: str, repo: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One logical request: auth challenge answered once, redirects followed by hand."""
+        if self.config.offline:
+            raise UpstreamUnavailable(self.name, "offline", "configured offline")
+        if self.cooling_down:
+            raise UpstreamUnavailable(self.name, "cooldown", "rate-limited, cooling down")
+        scope = f"repository:{repo}:pull"
+        url = self.config.url.join(URL(path))
+        response = await self._send(method, url, headers, self._tokens.get(scope))
+        try:
+            if response.status == 401:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.release()
+                authorization = await self._authorize(challenge, scope)
+                response = await self._send(method, url, headers, authorization)
+            self._note_rate_limit(response)
+            yield response
+        finally:
+            response.release()
+
+    async def _send(
+        self, method: str, url: URL, headers: Mapping[str, str], authorization: str | None
+    ) -> aiohttp.ClientResponse:
+        """Send and follow redirects; Authorization never leaves the upstream's origin."""
+        assert self._session is not None, "UpstreamRegistry.start() was not awaited"
+        origin = self.config.url.origin()
+        for _ in range(MAX_REDIRECTS + 1):
+            request_headers = dict(headers)
+            if authorization and url.origin() == origin:
+                request_headers["Authorization"] = authorization
+            try:
+                response = await self._session.request(
+                    method, url, headers=request_headers, allow_redirects=False
+                )
+            except TimeoutError:
+                raise UpstreamUnavailable(self.name, "timeout", f"timed out: {url.host}") from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnavailable(
+                    self.name, "connect", f"{type(exc).__name__} to {url.host}"
+                ) from None
+            if response.status not in _REDIRECTS or "Location" not in response.headers:
+                return response
+            url = url.join(URL(response.headers["Location"], encoded=True))
+            response.release()
+        raise UpstreamUnavailable(self.name, "redirects", "too many redirects")
+
+    async def _authorize(self, challenge_header: str, scope: str) -> str:
+        challenge = parse_challenge(challenge_header)
+        if challenge is None:
+            raise UpstreamDenied(f"upstream {self.name} denied access")
+        credentials = self._credentials()
+        if challenge.scheme == "basic":
+            if credentials is None:
+                raise UpstreamDenied(f"upstream {self.name} needs credentials")
+            return self._tokens.put_basic(scope, credentials)
+        assert self._session is not None
+        try:
+            return await self._tokens.fetch_bearer(self._session, challenge, scope, credentials)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise UpstreamUnavailable(
+                self.name, "auth", f"token server failed: {type(exc).__name__}"
+            ) from None
+        except PermissionError:
+            raise UpstreamDenied(f"upstream {self.name} token server refused us") from None
+
+    def _credentials(self) -> aiohttp.BasicAuth | None:
+        if self.config.username is None or self.config.password is None:
+            return None
+        return aiohttp.BasicAuth(self.config.username, self.config.password)
+
+    def _expect_ok(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        if 200 <= status < 300:
+            return
+        if status == 404:
+            raise UpstreamNotFound()
+        if status in (401, 403):
+            raise UpstreamDenied(f"upstream {self.name} denied access ({status})")
+        if status == 429:
+            retry_after = _seconds(response.headers.get("Retry-After"), DEFAULT_COOLDOWN)
+            self._cooldown_until = self._clock() + retry_after
+            log.warning("upstream %s rate-limited us; cooling down %.0fs", self.name, retry_after)
+            raise UpstreamUnavailable(self.name, "ratelimited", "429 too many requests")
+        raise UpstreamUnavailable(self.name, "status", f"answered {status}")
+
+    def _note_rate_limit(self, response: aiohttp.ClientResponse) -> None:
+        limit = _leading_int(response.headers.get("ratelimit-limit"))
+        remaining = _leading_int(response.headers.get("ratelimit-remaining"))
+        if limit is not None or remaining is not None:
+            self.rate_limit = RateLimit(limit=limit, remaining=remaining)
+
+    async def _read_limited(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        try:
+            body = await response.content.read(limit + 1)
+            while len(body) <= limit and not response.content.at_eof():
+                chunk = await response.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamUnavailable(
+                self.name, "read", f"reading body failed: {type(exc).__name__}"
+            ) from None
+        if len(body) > limit:
+            raise UpstreamUnavailable(self.name, "invalid", "response too large")
+        return body
+
+
+def _accept_headers(accept: Sequence[str]) -> dict[str, str]:
+    return {"Accept": ", ".join(accept)} if accept else {}
+
+
+def _media_type(response: aiohttp.ClientResponse) -> str:
+    return response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+
+
+def _leading_int(value: str | None) -> int | None:
+    """Docker Hub's `ratelimit-remaining: 99;w=21600` → 99."""
+    if not value:
+        return None
+    head = value.split(";", 1)[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def _seconds(value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default  # an HTTP date: not worth parsing, wait the default

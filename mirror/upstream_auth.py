@@ -1,0 +1,89 @@
+"""Registry auth: parse WWW-Authenticate challenges and cache tokens per scope until expiry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+DEFAULT_TOKEN_LIFETIME = 60.0  # the token spec's default for a missing expires_in
+EXPIRY_MARGIN = 0.9  # renew a little before the upstream's clock says it expired
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    scheme: str  # "bearer" or "basic"
+    realm: str
+    service: str | None
+    scope: str | None
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """`Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="…"`."""
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "basic"):
+        return None
+    params = {key.lower(): quoted or bare for key, quoted, bare in _PARAM.findall(rest)}
+    realm = params.get("realm", "")
+    if scheme == "bearer" and not realm:
+        return None
+    return Challenge(scheme, realm, params.get("service"), params.get("scope"))
+
+
+class TokenCache:
+    """Authorization header values per scope, each kept until it expires."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, scope: str) -> str | None:
+        entry = self._entries.get(scope)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if self._clock() >= expires_at:
+            del self._entries[scope]
+            return None
+        return value
+
+    def put_basic(self, scope: str, credentials: aiohttp.BasicAuth) -> str:
+        value = credentials.encode()
+        self._entries[scope] = (value, float("inf"))
+        return value
+
+    async def fetch_bearer(
+        self,
+        session: aiohttp.ClientSession,
+        challenge: Challenge,
+        scope: str,
+        credentials: aiohttp.BasicAuth | None,
+    ) -> str:
+        """Ask the challenge's realm for a token; PermissionError when it refuses us."""
+        query: dict[str, str] = {"scope": challenge.scope or scope}
+        if challenge.service:
+            query["service"] = challenge.service
+        url = URL(challenge.realm).update_query(query)
+        async with session.get(url, auth=credentials, allow_redirects=True) as response:
+            if response.status in (401, 403):
+                raise PermissionError(f"token server answered {response.status}")
+            if response.status != 200:
+                raise ValueError(f"token server answered {response.status}")
+            payload = await response.json(content_type=None)
+        if not isinstance(payload, dict):
+            raise ValueError("token response is not an object")
+        token = payload.get("token") or payload.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ValueError("token response has no token")
+        lifetime = payload.get("expires_in")
+        if not isinstance(lifetime, int | float) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        value = f"Bearer {token}"
+        self._entries[scope] = (value, self._clock() + float(lifetime) * EXPIRY_MARGIN)
+        return value
