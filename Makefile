@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System packages the tests drive for real (a real upstream registry and a real client).
-SYSTEM_PACKAGES := docker-registry skopeo
-SYSTEM_BINARIES := docker-registry skopeo
+# Real upstream registry, real clients (skopeo, dockerd, containerd, podman), real Prometheus.
+SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus
+SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool
 
 .PHONY: run test lint pytest system-deps clean
 

@@ -108,11 +108,13 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
     headers["Content-Type"] = "application/octet-stream"
     if request.method == "HEAD":
         size = await service.stat(target.upstream, target.repo, digest)
-        response = web.Response(headers=headers)
-        if size is not None:
-            response.content_length = size
         headers["Accept-Ranges"] = "bytes"
-        return response
+        head = web.StreamResponse(headers=headers)
+        if size is not None:
+            head.content_length = size
+        await head.prepare(request)
+        await head.write_eof()
+        return head
     source = await service.open(target.upstream, target.repo, digest)
     if not isinstance(source, FillingBlob):
         headers["ETag"] = f'"{digest}"'

@@ -14,7 +14,7 @@ from yarl import URL
 from mirror import __version__
 from mirror.config import UpstreamConfig
 from mirror.errors import Unauthorized, Unavailable
-from mirror.upstream_auth import TokenCache, parse_challenge
+from mirror.upstream_auth import TokenCache, basic_authorization, parse_challenge
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,11 @@ class UpstreamRegistry:
         except PermissionError:
             raise UpstreamDenied(f"upstream {self.name} token server refused us") from None
 
-    def _credentials(self) -> aiohttp.BasicAuth | None:
+    def _credentials(self) -> str | None:
+        """The configured credentials as a `Basic …` header value."""
         if self.config.username is None or self.config.password is None:
             return None
-        return aiohttp.BasicAuth(self.config.username, self.config.password)
+        return basic_authorization(self.config.username, self.config.password)
 
     def _expect_ok(self, response: aiohttp.ClientResponse) -> None:
         status = response.status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ def parse_challenge(header: str) -> Challenge | None:
     return Challenge(scheme, realm, params.get("service"), params.get("scope"))
 
 
+def basic_authorization(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 class TokenCache:
     """Authorization header values per scope, each kept until it expires."""
 
@@ -53,24 +59,24 @@ class TokenCache:
             return None
         return value
 
-    def put_basic(self, scope: str, credentials: aiohttp.BasicAuth) -> str:
-        value = credentials.encode()
-        self._entries[scope] = (value, float("inf"))
-        return value
+    def put_basic(self, scope: str, authorization: str) -> str:
+        self._entries[scope] = (authorization, float("inf"))
+        return authorization
 
     async def fetch_bearer(
         self,
         session: aiohttp.ClientSession,
         challenge: Challenge,
         scope: str,
-        credentials: aiohttp.BasicAuth | None,
+        credentials: str | None,
     ) -> str:
         """Ask the challenge's realm for a token; PermissionError when it refuses us."""
         query: dict[str, str] = {"scope": challenge.scope or scope}
         if challenge.service:
             query["service"] = challenge.service
         url = URL(challenge.realm).update_query(query)
-        async with session.get(url, auth=credentials, allow_redirects=True) as response:
+        headers = {"Authorization": credentials} if credentials else {}
+        async with session.get(url, headers=headers, allow_redirects=False) as response:
             if response.status in (401, 403):
                 raise PermissionError(f"token server answered {response.status}")
             if response.status != 200:
