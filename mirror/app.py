@@ -7,16 +7,31 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from mirror import admin, health, http
 from mirror.blobs import BlobService
 from mirror.blobstore import BlobStore
 from mirror.config import Config
-from mirror.http import add_routes, oci_errors
-from mirror.keys import BLOBS, MANIFESTS, ROUTER, TAGS
+from mirror.janitor import Janitor
+from mirror.keys import (
+    BLOBS,
+    CONFIG,
+    JANITOR,
+    MANIFESTS,
+    METADATA,
+    METRICS,
+    PURGE,
+    ROUTER,
+    TAGS,
+    USAGE,
+)
 from mirror.manifests import ManifestService
 from mirror.metadata import Metadata
+from mirror.metrics import Metrics
+from mirror.purge import PurgeService
 from mirror.routing import UpstreamRouter
 from mirror.tags import TagListService
 from mirror.upstream import UpstreamRegistry
+from mirror.usage import BlobUsage
 
 METADATA_FILE = "mirror.db"
 
@@ -24,23 +39,37 @@ METADATA_FILE = "mirror.db"
 def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.Application:
     """Nothing here does I/O; resources open when the app starts (cleanup_ctx)."""
     now = clock or time.time
+    metrics = Metrics()
     metadata = Metadata(config.storage.path / METADATA_FILE)
     store = BlobStore(config.storage.path)
-    upstreams = [UpstreamRegistry(upstream, now) for upstream in config.upstreams]
-    manifests = ManifestService(metadata, now, lambda up: config.tag_ttl_for(up.config))
-    blobs = BlobService(store, metadata, now)
+    usage = BlobUsage(config.storage.max_size)
+    upstreams = [UpstreamRegistry(upstream, now, metrics) for upstream in config.upstreams]
+    manifests = ManifestService(metadata, now, lambda up: config.tag_ttl_for(up.config), metrics)
+    blobs = BlobService(store, metadata, usage, metrics, now)
+    janitor = Janitor(metadata, store, usage, config.storage, metrics, now)
+    metrics.storage_bytes.set_function(lambda: usage.bytes)
+    metrics.storage_blobs.set_function(lambda: usage.blobs)
+    metrics.storage_limit.set(config.storage.max_size)
 
-    app = web.Application(middlewares=[oci_errors])
+    app = web.Application(middlewares=[http.observe, http.oci_errors])
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[METADATA] = metadata
+    app[USAGE] = usage
     app[ROUTER] = UpstreamRouter(upstreams)
     app[MANIFESTS] = manifests
     app[BLOBS] = blobs
-    app[TAGS] = TagListService(metadata)
-    add_routes(app)
+    app[TAGS] = TagListService(metadata, metrics)
+    app[JANITOR] = janitor
+    app[PURGE] = PurgeService(metadata, store, usage)
+    http.add_routes(app)
+    admin.add_routes(app)
+    health.add_routes(app)
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         store.open()
-        store.sweep_temps()
         await metadata.open()
+        await janitor.start()  # sweeps temp files, reconciles rows and files, then runs
         # Sessions are created here, but no upstream is contacted until a client asks.
         for upstream in upstreams:
             await upstream.start()
@@ -51,6 +80,7 @@ def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.
             await manifests.close()
             for upstream in upstreams:
                 await upstream.close()
+            await janitor.close()
             await metadata.close()
 
     app.cleanup_ctx.append(resources)

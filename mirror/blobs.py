@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.blobstore import BlobStore
 from mirror.errors import BlobUnknown, Unavailable
-from mirror.fill import Fill
+from mirror.fill import DigestMismatch, Fill
 from mirror.metadata import Metadata
+from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.upstream import UpstreamNotFound, UpstreamRegistry
+from mirror.usage import BlobUsage
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,22 @@ BlobSource = StoredBlob | FillingBlob
 
 
 class BlobService:
-    def __init__(self, store: BlobStore, metadata: Metadata, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        metadata: Metadata,
+        usage: BlobUsage,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
         self._store = store
         self._metadata = metadata
+        self._usage = usage
+        self._metrics = metrics
         self._clock = clock
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.coalesced = 0  # requests that joined a running fill
+        metrics.fills_inflight.set_function(lambda: len(self._fills))
 
     async def close(self) -> None:
         """Cancel running fills and wait for them; their temp files are removed."""
@@ -57,9 +69,15 @@ class BlobService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    @property
-    def fills_inflight(self) -> int:
-        return len(self._fills)
+    @contextmanager
+    def reading(self, digest: Digest) -> Iterator[None]:
+        """Mark a blob in use while a client reads it, so eviction passes it by."""
+        key = str(digest)
+        self._usage.acquire(key)
+        try:
+            yield
+        finally:
+            self._usage.release(key)
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
         """The blob's size for a HEAD; asks the upstream only when nothing is local."""
@@ -68,6 +86,7 @@ class BlobService:
         fill = self._fills.get(key)
         if local is not None or (fill is not None and fill.size is not None):
             await self._check_repo_holds(upstream, repo, digest)
+            self._metrics.cache("blob", "hit" if local is not None else "miss")
             return local if local is not None else (fill.size if fill else None)
         try:
             size = await upstream.head_blob(repo, key)
@@ -81,24 +100,30 @@ class BlobService:
         key = str(digest)
         if self._store.size_of(digest) is not None or key in self._fills:
             await self._check_repo_holds(upstream, repo, digest)
+        for _ in range(3):
             size = self._store.size_of(digest)
             if size is not None:
+                self._metrics.cache("blob", "hit")
+                self._usage.touch(key, self._clock())
                 return StoredBlob(self._store.path(digest), size)
-        fill = self._fills.get(key)
-        if fill is None:
-            fill = self._start_fill(upstream, repo, digest)
-        else:
-            self.coalesced += 1
-        try:
-            await fill.wait_started()
-        except UpstreamNotFound:
-            raise BlobUnknown(f"blob unknown: {repo}@{key}") from None
-        # No await from here until the reader is open: the temp file cannot move meanwhile.
-        if fill.succeeded and fill.final_path is not None and fill.size is not None:
-            return StoredBlob(fill.final_path, fill.size)
-        if fill.error is not None:
-            raise Unavailable(f"download of {key} failed; try again")
-        return FillingBlob(fill, fill.open_reader())
+            fill = self._fills.get(key)
+            if fill is None:
+                fill = self._start_fill(upstream, repo, digest)
+            else:
+                self._metrics.coalesced.inc()
+            self._metrics.cache("blob", "miss")
+            try:
+                await fill.wait_started()
+            except UpstreamNotFound:
+                raise BlobUnknown(f"blob unknown: {repo}@{key}") from None
+            # No await from here until the reader is open: the temp file cannot move meanwhile.
+            if fill.error is not None:
+                raise Unavailable(f"download of {key} failed; try again")
+            if not fill.finished.is_set():
+                return FillingBlob(fill, fill.open_reader())
+            # The fill ended while we waited: stored (a hit next time round) or, when larger
+            # than the whole bound, streamed and dropped (a new fill for this client).
+        raise Unavailable(f"download of {key} did not settle; try again")
 
     async def _check_repo_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
@@ -119,18 +144,29 @@ class BlobService:
         self._fills[key] = fill
 
         async def on_verified(done: Fill) -> None:
+            if self._usage.max_size and done.written > self._usage.max_size:
+                # Larger than the whole bound: readers finish from their open descriptors.
+                log.warning("blob %s (%d bytes) exceeds max_size; not stored", key, done.written)
+                self._store.discard(done.temp_path)
+                return
             done.final_path = self._store.commit(done.temp_path, digest)
             await self._metadata.put_blob(key, done.written, self._clock())
             await self._metadata.add_link(upstream.name, repo, key)
+            self._usage.added(done.written)
 
         async def run() -> None:
+            self._usage.acquire(key)
             try:
                 await fill.run(
                     lambda: upstream.open_blob(repo, key), on_verified, self._store.discard
                 )
             finally:
+                self._usage.release(key)
                 if self._fills.get(key) is fill:
                     del self._fills[key]
+                self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
+                if isinstance(fill.error, DigestMismatch):
+                    self._metrics.digest_mismatches.inc()
 
         # The fill belongs to the service, not to the request that started it: a client
         # that goes away does not stop it.

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+from mirror.errors import MirrorError
 from mirror.reference import Digest
 
 log = logging.getLogger(__name__)
+
+HASH_CHUNK = 1024 * 1024
 
 
 class BlobStore:
@@ -47,6 +51,32 @@ class BlobStore:
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+
+    def delete(self, digest: Digest) -> None:
+        """Unlink a blob; readers that hold it open keep reading the old inode to the end."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def stored_files(self) -> Iterator[tuple[Path, Digest | None]]:
+        """Every file under blobs/, with its digest when its name is a valid one."""
+        for path in self.blobs_dir.glob("*/*/*"):
+            if not path.is_file():
+                continue
+            try:
+                digest: Digest | None = Digest.parse(f"{path.parent.parent.name}:{path.name}")
+            except MirrorError:
+                digest = None
+            yield path, digest
+
+    def matches_digest(self, digest: Digest) -> bool:
+        """Re-hash a stored blob (blocking: run it in a thread)."""
+        hasher = digest.hasher()
+        try:
+            with self.path(digest).open("rb") as file:
+                while chunk := file.read(HASH_CHUNK):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return False
+        return hasher.hexdigest() == digest.hex
 
     def sweep_temps(self) -> int:
         """Delete temp files a crash left behind; called at start-up, before any fill."""

@@ -1,19 +1,31 @@
-"""Command line: `mirror serve` (more commands join as operations grow)."""
+"""Command line: serve, and the operator's stats / purge / gc / verify."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
-
-from mirror import __version__
+from mirror import __version__, logs
 from mirror.config import Config, ConfigError, load_config, parse_listen
+from mirror.errors import MirrorError
+from mirror.operations import (
+    DataFolder,
+    OperationError,
+    call_server,
+    open_data,
+    progress_printer,
+)
+from mirror.reference import Digest, Tag, parse_repository
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
@@ -22,16 +34,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mirror {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the mirror")
-    serve.add_argument("--config", type=Path, help="TOML config file (default: built-in)")
+    _config_options(serve)
     serve.add_argument("--listen", help="host:port to listen on (overrides server.listen)")
-    serve.add_argument("--data", type=Path, help="data folder (overrides storage.path)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+    for name, text in (
+        ("stats", "storage and cache statistics"),
+        ("gc", "evict down to storage.max_size (offline: also reconcile rows and files)"),
+        ("verify", "re-hash every stored blob; remove corrupt ones (exit 1 if any)"),
+    ):
+        _target_options(commands.add_parser(name, help=text))
+    purge = commands.add_parser("purge", help="forget cached content")
+    _target_options(purge)
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("--all", action="store_true", help="everything")
+    what.add_argument("--repository", help="a repository's tags and links (with --tag: one tag)")
+    what.add_argument("--blob", help="a blob by digest")
+    what.add_argument("--manifest", help="a manifest by digest (and the tags pointing at it)")
+    purge.add_argument("--tag", help="with --repository: only this tag")
+    purge.add_argument("--upstream", help="upstream name (default: the first)")
+    purge.add_argument("--dry-run", action="store_true", help="count, do not delete")
     return parser
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (default: built-in)")
+    parser.add_argument("--data", type=Path, help="data folder (overrides storage.path)")
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    _config_options(parser)
+    parser.add_argument("--server", help="a running mirror's URL: use its admin API")
+    parser.add_argument(
+        "--token", help="admin token (default: $MIRROR_ADMIN_TOKEN, then [admin] token)"
+    )
 
 
 def effective_config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
-    if args.listen:
+    if getattr(args, "listen", None):
         host, port = parse_listen(args.listen, "--listen")
         config = replace(config, server=replace(config.server, host=host, port=port))
     if args.data:
@@ -39,9 +80,12 @@ def effective_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, log_level: str) -> None:
+    from aiohttp import web
+
     from mirror.app import create_app
 
+    logs.configure(log_level, config.server.log_format)
     app = create_app(config)
     names = ", ".join(f"{u.name} → {u.url}" for u in config.upstreams)
     print(
@@ -49,19 +93,102 @@ def serve(config: Config) -> None:
         f"data in {config.storage.path}, upstreams: {names}",
         flush=True,
     )
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        print=None,
+        access_log_class=logs.AccessLogger,
+        access_log=logging.getLogger(logs.ACCESS_LOGGER),
+    )
+
+
+def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """Run stats/purge/gc/verify through the admin API (--server) or on the data folder."""
+    if args.server:
+        token = args.token or os.environ.get("MIRROR_ADMIN_TOKEN") or config.admin.token
+        method, path, query = _admin_call(args)
+        return call_server(args.server, token, method, path, query)
+    return asyncio.run(_offline(args, config))
+
+
+def _admin_call(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
+    if args.command == "stats":
+        return "GET", "/admin/stats", {}
+    if args.command in ("gc", "verify"):
+        return "POST", f"/admin/{args.command}", {}
+    query = {"dry_run": "1"} if args.dry_run else {}
+    if args.upstream:
+        query["upstream"] = args.upstream
+    if args.all:
+        return "DELETE", "/admin/cache", query
+    if args.blob:
+        return "DELETE", f"/admin/blobs/{args.blob}", query
+    if args.manifest:
+        return "DELETE", f"/admin/manifests/{args.manifest}", query
+    if args.tag:
+        query["tag"] = args.tag
+    return "DELETE", f"/admin/cache/{args.repository}", query
+
+
+async def _offline(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    async with open_data(config) as data:
+        if args.command == "stats":
+            return {
+                "storage": {"bytes": data.usage.bytes, "blobs": data.usage.blobs},
+                "manifests": await data.metadata.count("manifests"),
+                "tags": await data.metadata.count("tags"),
+            }
+        if args.command == "gc":
+            reconciled = await data.janitor.reconcile()
+            blobs, freed = await data.janitor.evict()
+            return {
+                "reconciled": asdict(reconciled),
+                "evicted_blobs": blobs,
+                "evicted_bytes": freed,
+            }
+        if args.command == "verify":
+            report = await data.janitor.verify(progress_printer())
+            return {"checked": report.checked, "corrupt": report.corrupt, "busy": 0}
+        return await _offline_purge(args, config, data)
+
+
+async def _offline_purge(
+    args: argparse.Namespace, config: Config, data: DataFolder
+) -> dict[str, Any]:
+    if args.all:
+        report = await data.purge.everything(args.dry_run)
+    elif args.blob:
+        report = await data.purge.blob(Digest.parse(args.blob), args.dry_run)
+    elif args.manifest:
+        report = await data.purge.manifest(Digest.parse(args.manifest), args.dry_run)
+    else:
+        upstream = next((u for u in config.upstreams if u.name == (args.upstream or u.name)), None)
+        if upstream is None:
+            raise OperationError(f"no upstream named {args.upstream!r}")
+        repo = parse_repository(args.repository, upstream.is_docker_hub)
+        tag = Tag.parse(args.tag).name if args.tag else None
+        report = await data.purge.repository(upstream.name, repo, tag, args.dry_run)
+    result: dict[str, Any] = report.as_dict()
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = effective_config(args)
     except ConfigError as exc:
         print(f"mirror: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "serve":
-        serve(config)
+        serve(config, args.log_level)
+        return 0
+    try:
+        result = operate(args, config)
+    except (OperationError, MirrorError) as exc:
+        print(f"mirror {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2))
+    if args.command == "verify" and result.get("corrupt"):
+        return EXIT_FAILED
     return 0

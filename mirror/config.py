@@ -23,15 +23,27 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the key and what is wrong."""
 
 
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 5000
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     path: Path = Path("./data")
+    max_size: int = 0  # bytes; 0 = no bound
+    low_water: float = 0.9  # eviction stops below this fraction of max_size
+    flush_interval: float = 30.0  # how often batched last-access times reach SQLite
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    token: str | None = field(default=None, repr=False)  # None: the admin API answers 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     upstreams: tuple[UpstreamConfig, ...] = field(default_factory=lambda: (UpstreamConfig(),))
 
     def tag_ttl_for(self, upstream: UpstreamConfig) -> float:
@@ -161,18 +174,57 @@ class _Section:
 
 
 def _server(section: _Section) -> ServerConfig:
+    defaults = ServerConfig()
     listen = section.take("listen")
+    log_format = section.take_str("log_format") or defaults.log_format
     section.finish()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f'{section.key("log_format")}: expected "text" or "json"')
     if listen is None:
-        return ServerConfig()
+        return ServerConfig(log_format=log_format)
     host, port = parse_listen(listen, section.key("listen"))
-    return ServerConfig(host=host, port=port)
+    return ServerConfig(host=host, port=port, log_format=log_format)
 
 
 def _storage(section: _Section) -> StorageConfig:
+    defaults = StorageConfig()
     path = section.take_str("path")
+    max_size = section.take("max_size")
+    low_water = section.take("low_water")
+    flush = section.take("flush_interval")
     section.finish()
-    return StorageConfig(path=Path(path)) if path else StorageConfig()
+    if low_water is not None and (
+        isinstance(low_water, bool)
+        or not isinstance(low_water, int | float)
+        or not 0 < low_water <= 1
+    ):
+        raise ConfigError(f"{section.key('low_water')}: expected a fraction such as 0.9")
+    return StorageConfig(
+        path=Path(path) if path else defaults.path,
+        max_size=defaults.max_size
+        if max_size is None
+        else parse_size(max_size, section.key("max_size")),
+        low_water=defaults.low_water if low_water is None else float(low_water),
+        flush_interval=defaults.flush_interval
+        if flush is None
+        else parse_duration(flush, section.key("flush_interval")),
+    )
+
+
+def _admin(section: _Section) -> AdminConfig:
+    token = section.take_str("token")
+    token_file = section.take_str("token_file")
+    section.finish()
+    if token_file is not None:
+        if token is not None:
+            raise ConfigError(f"{section.key('token_file')}: set token or token_file")
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{section.key('token_file')}: cannot read: {exc.strerror}") from None
+    if token is not None and len(token) < 16:
+        raise ConfigError(f"{section.key('token')}: use at least 16 characters")
+    return AdminConfig(token=token)
 
 
 def _cache(section: _Section) -> CacheConfig:
@@ -231,6 +283,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     server = _server(_Section(root.take("server") or {}, "server"))
     storage = _storage(_Section(root.take("storage") or {}, "storage"))
     cache = _cache(_Section(root.take("cache") or {}, "cache"))
+    admin = _admin(_Section(root.take("admin") or {}, "admin"))
     raw_upstreams = root.take("upstreams")
     root.finish()
     if raw_upstreams is None:
@@ -246,7 +299,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ConfigError(f"upstreams[{index}].name: {name!r} is used twice")
-    return Config(server=server, storage=storage, cache=cache, upstreams=upstreams)
+    return Config(server=server, storage=storage, cache=cache, admin=admin, upstreams=upstreams)
 
 
 def load_config(path: Path | None) -> Config:

@@ -22,6 +22,10 @@ class FillFailed(Exception):
     """The fill ended without a verified blob; readers must cut their client's connection."""
 
 
+class DigestMismatch(FillFailed):
+    """The upstream's bytes do not hash to the digest asked for."""
+
+
 class Fill:
     """Progress of one download. Only the fill task mutates it; readers wait on `_progress`.
 
@@ -64,8 +68,7 @@ class Fill:
         Must be called without an await between checking the fill and opening, so the
         temp path cannot have been renamed or deleted in between.
         """
-        path = self.final_path if self.succeeded and self.final_path else self.temp_path
-        return os.open(path, os.O_RDONLY)
+        return os.open(self.final_path or self.temp_path, os.O_RDONLY)
 
     async def read(self, fd: int, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of the blob as they arrive; end None means to the end."""
@@ -114,7 +117,7 @@ class Fill:
             if self.size is not None and self.written != self.size:
                 raise FillFailed(f"upstream sent {self.written} of {self.size} bytes")
             if hasher.hexdigest() != self.digest.hex:
-                raise FillFailed(f"upstream bytes do not match {self.digest}")
+                raise DigestMismatch(f"upstream bytes do not match {self.digest}")
             await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
             self.size = self.written
             await on_verified(self)

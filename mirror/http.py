@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from mirror.blobs import FillingBlob
 from mirror.errors import MirrorError, NotFound, PaginationInvalid, RangeInvalid, Unsupported
 from mirror.fill import FillFailed
 from mirror.http_ranges import parse_range
-from mirror.keys import BLOBS, MANIFESTS, ROUTER, TAGS
+from mirror.keys import BLOBS, CACHE_RESULT, MANIFESTS, METRICS, ROUTER, TAGS
 from mirror.reference import Digest, parse_reference
 from mirror.routing import Target
 
@@ -20,6 +21,45 @@ log = logging.getLogger(__name__)
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 STALE_WARNING = '299 - "stale: the upstream could not be reached; served from cache"'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(path: str) -> str:
+    """A bounded name for what a path is, for metrics and logs."""
+    if path.startswith("/v2/"):
+        if path == "/v2/":
+            return "base"
+        for marker, label in (("/manifests/", "manifest"), ("/blobs/", "blob")):
+            if marker in path:
+                return label
+        return "tags" if path.endswith("/tags/list") else "other"
+    if path.startswith("/admin/"):
+        return "admin"
+    if path in ("/metrics", "/healthz", "/readyz"):
+        return path.removeprefix("/")
+    return "other"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request (outermost, so it sees the final status)."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = route_label(request.path)
+        method = request.method if request.method in _METHODS else "other"
+        metrics.http_requests.labels(route, method, str(status)).inc()
+        metrics.http_duration.labels(route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -88,6 +128,7 @@ async def manifest(request: web.Request, target: Target, ref_text: str) -> web.R
     result = await request.app[MANIFESTS].get(
         target.upstream, target.repo, ref, client_accept(request)
     )
+    request[CACHE_RESULT] = result.source
     stored = result.manifest
     headers = _headers(target)
     headers["Docker-Content-Digest"] = stored.digest
@@ -116,11 +157,18 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         await head.write_eof()
         return head
     source = await service.open(target.upstream, target.repo, digest)
-    if not isinstance(source, FillingBlob):
-        headers["ETag"] = f'"{digest}"'
-        # sendfile, with Range, If-None-Match and HEAD handled by aiohttp.
-        return web.FileResponse(source.path, headers=headers)
-    return await _stream_fill(request, source, headers)
+    request[CACHE_RESULT] = "miss" if isinstance(source, FillingBlob) else "hit"
+    with service.reading(digest):
+        if isinstance(source, FillingBlob):
+            return await _stream_fill(request, source, headers)
+        # sendfile, with Range and conditional requests handled by aiohttp. Prepared here,
+        # so the blob counts as in use until the last byte went out.
+        response = web.FileResponse(source.path, headers=headers)
+        await response.prepare(request)
+        if response.status in (200, 206):
+            served = request.app[METRICS].served_bytes.labels("cache")
+            served.inc(response.content_length or 0)
+        return response
 
 
 async def _stream_fill(
@@ -143,10 +191,12 @@ async def _stream_fill(
     if end is not None:
         response.content_length = end - start
     chunks = fill.read(source.fd, start, end)
+    served = request.app[METRICS].served_bytes.labels("fill")
     try:
         await response.prepare(request)
         async for chunk in chunks:
             await response.write(chunk)
+            served.inc(len(chunk))
     except FillFailed as exc:
         log.warning("cutting a client of %s: %s", fill.digest, exc)
         if request.transport is not None:

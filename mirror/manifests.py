@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from mirror.errors import ManifestUnknown, MirrorError, Unavailable
 from mirror.metadata import Metadata, StoredManifest, TagRow
+from mirror.metrics import Metrics
 from mirror.reference import Digest, Reference, Tag
 from mirror.singleflight import SingleFlight
 from mirror.upstream import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
@@ -29,7 +30,11 @@ ALL_MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOC
 @dataclass(frozen=True, slots=True)
 class ManifestResult:
     manifest: StoredManifest
-    stale: bool = False  # served from cache because the upstream could not answer
+    source: str  # "hit", "miss" (asked upstream) or "stale" (upstream failed; cache served)
+
+    @property
+    def stale(self) -> bool:
+        return self.source == "stale"
 
 
 def accepts(accept: Sequence[str], media_type: str) -> bool:
@@ -66,8 +71,10 @@ class ManifestService:
         metadata: Metadata,
         clock: Callable[[], float],
         tag_ttl: Callable[[UpstreamRegistry], float],
+        metrics: Metrics,
     ) -> None:
         self._metadata = metadata
+        self._metrics = metrics
         self._clock = clock
         self._tag_ttl = tag_ttl
         self._resolving: SingleFlight[StoredManifest] = SingleFlight()
@@ -81,17 +88,32 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
     ) -> ManifestResult:
         if isinstance(ref, Digest):
+            was_cached = await self._metadata.get_manifest(str(ref)) is not None
             manifest = await self._by_digest(upstream, repo, str(ref))
             if not accepts(accept, manifest.media_type):
                 raise ManifestUnknown(
                     f"manifest {ref} is {manifest.media_type}, which the client does not accept"
                 )
-            return ManifestResult(manifest)
+            return ManifestResult(manifest, "hit" if was_cached else "miss")
         result = await self._by_tag(upstream, repo, ref)
         if accepts(accept, result.manifest.media_type):
             return result
         # The tag's usual answer (say an index) is not for this client: ask as it asked.
-        return ManifestResult(await self._fetch_for_accept(upstream, repo, ref, accept))
+        return ManifestResult(await self._fetch_for_accept(upstream, repo, ref, accept), "miss")
+
+    async def revalidate(
+        self, upstream: UpstreamRegistry, repo: str, tag: Tag
+    ) -> tuple[str | None, str]:
+        """Resolve a tag upstream now, whatever its TTL; the old and the new digest."""
+        row = await self._metadata.get_tag(upstream.name, repo, tag.name)
+        try:
+            manifest = await self._resolving.run(
+                (upstream.name, repo, tag.name),
+                lambda: self._resolve_tag(upstream, repo, tag, row),
+            )
+        except UpstreamNotFound:
+            raise ManifestUnknown(f"manifest unknown: {repo}:{tag}") from None
+        return (row.digest if row else None), manifest.digest
 
     # -- tags -------------------------------------------------------------------------------
 
@@ -101,7 +123,8 @@ class ManifestService:
         if row is not None and fresh:
             stored = await self._metadata.get_manifest(row.digest)
             if stored is not None:
-                return ManifestResult(stored)
+                self._metrics.cache("tag", "hit")
+                return ManifestResult(stored, "hit")
         key = (upstream.name, repo, tag.name)
         try:
             manifest = await self._resolving.run(
@@ -114,8 +137,10 @@ class ManifestService:
             if stale is None:
                 raise
             log.warning("serving %s:%s from cache: %s", repo, tag, exc.message)
-            return ManifestResult(stale, stale=True)
-        return ManifestResult(manifest)
+            self._metrics.cache("tag", "stale")
+            return ManifestResult(stale, "stale")
+        self._metrics.cache("tag", "miss")
+        return ManifestResult(manifest, "miss")
 
     async def _last_known(self, row: TagRow | None) -> StoredManifest | None:
         return None if row is None else await self._metadata.get_manifest(row.digest)
@@ -168,7 +193,9 @@ class ManifestService:
                 await self._metadata.add_link(upstream.name, repo, digest)
             elif not await self._metadata.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
+            self._metrics.cache("manifest", "hit")
             return stored
+        self._metrics.cache("manifest", "miss")
         try:
             return await self._fetching.run(
                 (upstream.name, repo, digest), lambda: self._fetch_digest(upstream, repo, digest)
@@ -200,6 +227,7 @@ class ManifestService:
         """Check the bytes against the digest asked for and the one the upstream announced."""
         for claimed in (wanted, header_digest):
             if claimed is not None and not _matches(claimed, body):
+                self._metrics.digest_mismatches.inc()
                 raise Unavailable(f"upstream manifest does not match {claimed}")
         # Keep the digest in the algorithm the client and the upstream speak.
         digest = wanted or header_digest or str(Digest.of(body))

@@ -164,3 +164,40 @@ class Metadata:
             "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (digest, size, now, now)
         )
         await self.db.commit()
+
+    # -- upkeep (janitor, purge, stats) -------------------------------------------------------
+
+    async def blob_rows(self) -> list[tuple[str, int]]:
+        async with self.db.execute("SELECT digest, size FROM blobs") as cursor:
+            return [(row[0], int(row[1])) for row in await cursor.fetchall()]
+
+    async def blobs_by_last_access(self) -> list[tuple[str, int]]:
+        """Every stored blob, least recently used first (the eviction order)."""
+        async with self.db.execute(
+            "SELECT digest, size FROM blobs ORDER BY last_access, created_at"
+        ) as cursor:
+            return [(row[0], int(row[1])) for row in await cursor.fetchall()]
+
+    async def touch_blobs(self, accessed: Iterable[tuple[str, float]]) -> None:
+        """Write a batch of last-access times (the janitor flushes them periodically)."""
+        await self.db.executemany(
+            "UPDATE blobs SET last_access = max(last_access, ?) WHERE digest = ?",
+            [(when, digest) for digest, when in accessed],
+        )
+        await self.db.commit()
+
+    async def delete_blobs(self, digests: Iterable[str]) -> None:
+        await self.db.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d in digests])
+        await self.db.commit()
+
+    async def count(self, table: str, upstream: str | None = None) -> int:
+        assert table in ("tags", "manifests", "blobs", "links")
+        where, args = ("WHERE upstream = ?", (upstream,)) if upstream is not None else ("", ())
+        async with self.db.execute(f"SELECT count(*) FROM {table} {where}", args) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def ping(self) -> None:
+        """Fails when the database is not usable (readiness)."""
+        async with self.db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mirror.errors import NameUnknown
 from mirror.metadata import Metadata
+from mirror.metrics import Metrics
 from mirror.upstream import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
 
 
@@ -18,8 +19,9 @@ class TagPage:
 
 
 class TagListService:
-    def __init__(self, metadata: Metadata) -> None:
+    def __init__(self, metadata: Metadata, metrics: Metrics) -> None:
         self._metadata = metadata
+        self._metrics = metrics
 
     async def list(
         self, upstream: UpstreamRegistry, repo: str, n: int | None, last: str | None
@@ -34,6 +36,7 @@ class TagListService:
             known = await self._metadata.list_tags(upstream.name, repo)
             if not known:
                 raise
+            self._metrics.stale_served.inc()
             return paginate(repo, known, n, last, stale=True)
 
 

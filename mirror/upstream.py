@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from yarl import URL
 from mirror import __version__
 from mirror.config import UpstreamConfig
 from mirror.errors import Unauthorized, Unavailable
+from mirror.metrics import Metrics
 from mirror.upstream_auth import TokenCache, basic_authorization, parse_challenge
 
 log = logging.getLogger(__name__)
@@ -64,14 +66,18 @@ class RateLimit:
 class UpstreamRegistry:
     """Speaks the distribution API to one upstream; raises UpstreamUnavailable/NotFound/Denied."""
 
-    def __init__(self, config: UpstreamConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, config: UpstreamConfig, clock: Callable[[], float], metrics: Metrics
+    ) -> None:
         self.config = config
         self.name = config.name
         self._clock = clock
+        self._metrics = metrics
         self._tokens = TokenCache(clock)
         self._session: aiohttp.ClientSession | None = None
         self._cooldown_until = 0.0
         self.rate_limit = RateLimit()
+        metrics.cooldown.labels(self.name).set_function(lambda: float(self.cooling_down))
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(
@@ -148,21 +154,34 @@ class UpstreamRegistry:
         self, method: str, path: str, repo: str, headers: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One logical request: auth challenge answered once, redirects followed by hand."""
-        if self.config.offline:
-            raise UpstreamUnavailable(self.name, "offline", "configured offline")
-        if self.cooling_down:
-            raise UpstreamUnavailable(self.name, "cooldown", "rate-limited, cooling down")
-        scope = f"repository:{repo}:pull"
-        url = self.config.url.join(URL(path))
-        response = await self._send(method, url, headers, self._tokens.get(scope))
+        kind = _kind(path)
+        started = time.perf_counter()
         try:
+            if self.config.offline:
+                raise UpstreamUnavailable(self.name, "offline", "configured offline")
+            if self.cooling_down:
+                raise UpstreamUnavailable(self.name, "cooldown", "rate-limited, cooling down")
+            scope = f"repository:{repo}:pull"
+            url = self.config.url.join(URL(path))
+            response = await self._send(method, url, headers, self._tokens.get(scope))
             if response.status == 401:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
                 authorization = await self._authorize(challenge, scope)
                 response = await self._send(method, url, headers, authorization)
+        except UpstreamUnavailable as exc:
+            self._metrics.upstream_errors.labels(self.name, exc.reason).inc()
+            raise
+        self._metrics.upstream_requests.labels(self.name, kind, str(response.status)).inc()
+        self._metrics.upstream_duration.labels(self.name, kind).observe(
+            time.perf_counter() - started
+        )
+        try:
             self._note_rate_limit(response)
             yield response
+        except UpstreamUnavailable as exc:
+            self._metrics.upstream_errors.labels(self.name, exc.reason).inc()
+            raise
         finally:
             response.release()
 
@@ -203,13 +222,15 @@ class UpstreamRegistry:
             return self._tokens.put_basic(scope, credentials)
         assert self._session is not None
         try:
-            return await self._tokens.fetch_bearer(self._session, challenge, scope, credentials)
+            token = await self._tokens.fetch_bearer(self._session, challenge, scope, credentials)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UpstreamUnavailable(
                 self.name, "auth", f"token server failed: {type(exc).__name__}"
             ) from None
         except PermissionError:
             raise UpstreamDenied(f"upstream {self.name} token server refused us") from None
+        self._metrics.upstream_requests.labels(self.name, "token", "200").inc()
+        return token
 
     def _credentials(self) -> str | None:
         """The configured credentials as a `Basic …` header value."""
@@ -237,6 +258,10 @@ class UpstreamRegistry:
         remaining = _leading_int(response.headers.get("ratelimit-remaining"))
         if limit is not None or remaining is not None:
             self.rate_limit = RateLimit(limit=limit, remaining=remaining)
+        if limit is not None:
+            self._metrics.ratelimit_limit.labels(self.name).set(limit)
+        if remaining is not None:
+            self._metrics.ratelimit_remaining.labels(self.name).set(remaining)
 
     async def _read_limited(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         try:
@@ -253,6 +278,14 @@ class UpstreamRegistry:
         if len(body) > limit:
             raise UpstreamUnavailable(self.name, "invalid", "response too large")
         return body
+
+
+def _kind(path: str) -> str:
+    """A bounded label for an upstream request."""
+    for kind in ("manifests", "blobs", "tags"):
+        if f"/{kind}/" in path:
+            return kind.removesuffix("s")
+    return "other"
 
 
 def _accept_headers(accept: Sequence[str]) -> dict[str, str]:

@@ -1,0 +1,132 @@
+"""Admin API (JSON) behind a bearer token: purge, revalidate, stats, gc, verify."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from mirror.errors import NameUnknown, NotFound, Unauthorized
+from mirror.keys import CONFIG, JANITOR, MANIFESTS, METADATA, METRICS, PURGE, ROUTER, USAGE
+from mirror.reference import Digest, Tag, parse_repository
+from mirror.upstream import UpstreamRegistry
+
+AdminHandler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """No token configured: 404 (the API does not exist). Wrong token: 401. Constant time."""
+
+    async def checked(request: web.Request) -> web.Response:
+        token = request.app[CONFIG].admin.token
+        if token is None:
+            raise NotFound("the admin API is disabled: set [admin] token")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("a valid admin bearer token is required")
+        return web.json_response(await handler(request))
+
+    return checked
+
+
+def _upstream(request: web.Request) -> UpstreamRegistry:
+    router = request.app[ROUTER]
+    name = request.query.get("upstream")
+    if name is None:
+        return router.default
+    upstream = router.get(name)
+    if upstream is None:
+        raise NameUnknown(f"no upstream named {name[:100]!r}")
+    return upstream
+
+
+def _dry_run(request: web.Request) -> bool:
+    return request.query.get("dry_run", "").lower() in ("1", "true", "yes")
+
+
+async def purge_repository(request: web.Request) -> dict[str, Any]:
+    upstream = _upstream(request)
+    repo = parse_repository(request.match_info["repository"], upstream.config.is_docker_hub)
+    tag = request.query.get("tag")
+    if tag is not None:
+        tag = Tag.parse(tag).name
+    report = await request.app[PURGE].repository(upstream.name, repo, tag, _dry_run(request))
+    return report.as_dict()
+
+
+async def purge_blob(request: web.Request) -> dict[str, Any]:
+    digest = Digest.parse(request.match_info["digest"])
+    return (await request.app[PURGE].blob(digest, _dry_run(request))).as_dict()
+
+
+async def purge_manifest(request: web.Request) -> dict[str, Any]:
+    digest = Digest.parse(request.match_info["digest"])
+    return (await request.app[PURGE].manifest(digest, _dry_run(request))).as_dict()
+
+
+async def purge_everything(request: web.Request) -> dict[str, Any]:
+    return (await request.app[PURGE].everything(_dry_run(request))).as_dict()
+
+
+async def revalidate(request: web.Request) -> dict[str, Any]:
+    upstream = _upstream(request)
+    repo = parse_repository(request.match_info["repository"], upstream.config.is_docker_hub)
+    tag = Tag.parse(request.query.get("tag", "latest"))
+    old, new = await request.app[MANIFESTS].revalidate(upstream, repo, tag)
+    return {"repository": repo, "tag": tag.name, "old": old, "new": new, "changed": old != new}
+
+
+async def gc(request: web.Request) -> dict[str, Any]:
+    blobs, freed = await request.app[JANITOR].evict()
+    return {"evicted_blobs": blobs, "evicted_bytes": freed}
+
+
+async def verify(request: web.Request) -> dict[str, Any]:
+    report = await request.app[JANITOR].verify()
+    return {"checked": report.checked, "corrupt": report.corrupt, "busy": report.skipped_busy}
+
+
+async def stats(request: web.Request) -> dict[str, Any]:
+    metadata, usage, metrics = request.app[METADATA], request.app[USAGE], request.app[METRICS]
+    sample = metrics.registry.get_sample_value
+
+    def lookups(result: str) -> float:
+        return sum(
+            sample("mirror_cache_requests_total", {"kind": kind, "result": result}) or 0.0
+            for kind in ("manifest", "blob", "tag")
+        )
+
+    hits, total = lookups("hit"), lookups("hit") + lookups("miss") + lookups("stale")
+    upstreams = []
+    for upstream in request.app[ROUTER].upstreams:
+        upstreams.append(
+            {
+                "name": upstream.name,
+                "url": str(upstream.config.url),
+                "offline": upstream.config.offline,
+                "tags": await metadata.count("tags", upstream.name),
+                "cooling_down": upstream.cooling_down,
+                "ratelimit_limit": upstream.rate_limit.limit,
+                "ratelimit_remaining": upstream.rate_limit.remaining,
+            }
+        )
+    return {
+        "storage": {"bytes": usage.bytes, "blobs": usage.blobs, "limit_bytes": usage.max_size},
+        "manifests": await metadata.count("manifests"),
+        "tags": await metadata.count("tags"),
+        "hit_ratio": hits / total if total else None,
+        "upstreams": upstreams,
+    }
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_delete("/admin/cache", guarded(purge_everything))
+    app.router.add_delete("/admin/cache/{repository:.+}", guarded(purge_repository))
+    app.router.add_delete("/admin/blobs/{digest}", guarded(purge_blob))
+    app.router.add_delete("/admin/manifests/{digest}", guarded(purge_manifest))
+    app.router.add_post("/admin/revalidate/{repository:.+}", guarded(revalidate))
+    app.router.add_get("/admin/stats", guarded(stats))
+    app.router.add_post("/admin/gc", guarded(gc))
+    app.router.add_post("/admin/verify", guarded(verify))

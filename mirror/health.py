@@ -1,0 +1,42 @@
+"""Liveness, readiness and the Prometheus scrape endpoint."""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+
+from mirror.keys import CONFIG, METADATA, METRICS
+from mirror.metrics import CONTENT_TYPE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database and the store are usable; deliberately not the upstream (we serve stale)."""
+    problems = []
+    try:
+        await request.app[METADATA].ping()
+    except Exception as exc:
+        problems.append(f"database: {type(exc).__name__}")
+    root = request.app[CONFIG].storage.path
+    for folder in (root / "blobs", root / "tmp"):
+        if not os.access(folder, os.W_OK):
+            problems.append(f"store: {folder.name}/ is not writable")
+    if problems:
+        return web.json_response({"status": "unready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

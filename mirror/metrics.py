@@ -1,0 +1,134 @@
+"""Prometheus metrics: one registry per app; labels bounded (never a repository or digest)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """Every metric the mirror exports; services and handlers update these objects."""
+
+    def __init__(self) -> None:
+        # A registry of our own, so several apps in one process (tests) do not collide.
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self.http_requests = Counter(
+            "mirror_http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "mirror_http_request_duration_seconds",
+            "Time to answer a request (for blobs, until the last byte was handed to the socket).",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "mirror_cache_requests_total",
+            "Cache lookups by kind (manifest, blob, tag) and result (hit, miss, stale).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.served_bytes = Counter(
+            "mirror_served_bytes_total",
+            "Bytes of blobs sent to clients, from a stored blob (cache) or a running fill.",
+            ["source"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "mirror_upstream_requests_total",
+            "Requests sent upstream, by kind (manifest, blob, tags, token) and status.",
+            ["upstream", "kind", "status"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "mirror_upstream_request_duration_seconds",
+            "Time until the upstream's response headers arrived.",
+            ["upstream", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "mirror_upstream_bytes_total",
+            "Blob bytes received from the upstream.",
+            ["upstream"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "mirror_upstream_errors_total",
+            "Upstream failures by reason (connect, timeout, status, ratelimited, auth, ...).",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.ratelimit_remaining = Gauge(
+            "mirror_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining).",
+            ["upstream"],
+            registry=r,
+        )
+        self.ratelimit_limit = Gauge(
+            "mirror_upstream_ratelimit_limit",
+            "The upstream's rate limit (Docker Hub's ratelimit-limit).",
+            ["upstream"],
+            registry=r,
+        )
+        self.cooldown = Gauge(
+            "mirror_upstream_cooldown",
+            "1 while a 429 cool-down holds and the upstream is not asked.",
+            ["upstream"],
+            registry=r,
+        )
+        self.fills_inflight = Gauge(
+            "mirror_fills_inflight", "Blob downloads running now.", registry=r
+        )
+        self.coalesced = Counter(
+            "mirror_coalesced_requests_total",
+            "Blob requests that joined a download already running.",
+            registry=r,
+        )
+        self.digest_mismatches = Counter(
+            "mirror_digest_mismatches_total",
+            "Upstream content whose bytes did not match its digest (discarded).",
+            registry=r,
+        )
+        self.stale_served = Counter(
+            "mirror_stale_served_total",
+            "Answers served from cache because the upstream could not answer.",
+            registry=r,
+        )
+        self.storage_bytes = Gauge("mirror_storage_bytes", "Bytes of stored blobs.", registry=r)
+        self.storage_blobs = Gauge("mirror_storage_blobs", "Stored blobs.", registry=r)
+        self.storage_limit = Gauge(
+            "mirror_storage_limit_bytes", "storage.max_size (0: unbounded).", registry=r
+        )
+        self.evicted_blobs = Counter(
+            "mirror_evicted_blobs_total", "Blobs evicted to stay under max_size.", registry=r
+        )
+        self.evicted_bytes = Counter(
+            "mirror_evicted_bytes_total", "Bytes evicted to stay under max_size.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def cache(self, kind: str, result: str) -> None:
+        self.cache_requests.labels(kind=kind, result=result).inc()
+        if result == "stale":
+            self.stale_served.inc()
