@@ -36,7 +36,8 @@ class UpstreamUnavailable(Unavailable):
 
 
 class UpstreamNotFound(Exception):
-    """The upstream answered 404 for this name, manifest or blob."""
+    """The upstream has nothing for this request: a 404, or another 4xx refusal such as
+    distribution's 400 MANIFEST_INVALID for an Accept set it cannot satisfy."""
 
 
 class UpstreamDenied(Unauthorized):
@@ -242,7 +243,7 @@ class UpstreamRegistry:
         status = response.status
         if 200 <= status < 300:
             return
-        if status == 404:
+        if status in (400, 404, 406, 410):
             raise UpstreamNotFound()
         if status in (401, 403):
             raise UpstreamDenied(f"upstream {self.name} denied access ({status})")
