@@ -1,0 +1,107 @@
+"""Fixtures for the fake-hub tests: a fake Docker Hub, a hand-moved clock and mirrors on sockets.
+
+`tests/` has no `__init__.py`, so pytest puts this directory on sys.path and `fakes` imports
+as a top-level package.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from aiohttp.web import Application
+from fakes import FakeClock, FakeHub
+from fakes.client import MakeMirror
+
+# Generous for a loaded 2-core machine; the timeout tests set their own short ones.
+DEFAULT_CONNECT_TIMEOUT = "2s"
+DEFAULT_READ_TIMEOUT = "5s"
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[FakeHub]:
+    async with FakeHub() as fake:
+        yield fake
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def mirror_config(hub: FakeHub, tmp_path: Path) -> dict[str, Any]:
+    """The TOML document (as a dict) of a mirror whose only upstream is the fake hub."""
+    return {
+        "server": {"listen": "127.0.0.1:0"},
+        "storage": {"path": str(tmp_path / "data")},
+        "cache": {"tag_ttl": "10m"},
+        "upstreams": [
+            {
+                "name": "docker.io",
+                "url": hub.url,
+                "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+                "read_timeout": DEFAULT_READ_TIMEOUT,
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def make_mirror(
+    # mirror_config first: the hub is then set up before, and closed after, every mirror.
+    mirror_config: dict[str, Any],
+    clock: FakeClock,
+    aiohttp_server: Callable[[Application], Awaitable[TestServer]],
+) -> MakeMirror:
+    """Build a mirror app from `mirror_config` plus overrides and serve it on a real socket."""
+
+    async def make(
+        *,
+        tag_ttl: str | None = None,
+        offline: bool | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: str | None = None,
+        read_timeout: str | None = None,
+        storage_path: Path | None = None,
+    ) -> TestServer:
+        # Imported here so the fakes' own tests run while the mirror is still being written.
+        from mirror.app import create_app
+        from mirror.config import parse_config
+
+        data = copy.deepcopy(mirror_config)
+        upstream = data["upstreams"][0]
+        if tag_ttl is not None:
+            data["cache"]["tag_ttl"] = tag_ttl
+        if storage_path is not None:
+            data["storage"]["path"] = str(storage_path)
+        overrides = {
+            "offline": offline,
+            "username": username,
+            "password": password,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+        }
+        upstream.update({key: value for key, value in overrides.items() if value is not None})
+        return await aiohttp_server(create_app(parse_config(data), clock=clock))
+
+    return make
+
+
+@pytest.fixture
+async def mirror(make_mirror: MakeMirror) -> TestServer:
+    """A mirror with the default configuration, for tests that need only one."""
+    return await make_mirror()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A real HTTP client; the total timeout keeps a hung mirror from hanging the suite."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
+        yield client
