@@ -38,7 +38,7 @@ class FillingBlob:
     fd: int
 
     def close(self) -> None:
-        """Release the reader when it will not be read (fill.read closes it otherwise)."""
+        """Release the reader's descriptor."""
         os.close(self.fd)
 
 

@@ -71,29 +71,29 @@ class Fill:
         return os.open(self.final_path or self.temp_path, os.O_RDONLY)
 
     async def read(self, fd: int, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
-        """Bytes [start, end) of the blob as they arrive; end None means to the end."""
+        """Bytes [start, end) of the blob as they arrive; end None means to the end.
+
+        The caller owns `fd` and closes it.
+        """
         position = start
-        try:
-            while end is None or position < end:
+        while end is None or position < end:
+            if self.error is not None:
+                raise FillFailed(str(self.error))
+            available = self._readable_end()
+            if end is not None:
+                available = min(available, end)
+            if position < available:
+                chunk = os.pread(fd, min(READ_CHUNK, available - position), position)
+                if not chunk:
+                    raise FillFailed("temp file shorter than reported")
+                position += len(chunk)
+                yield chunk
+            elif self.finished.is_set():
                 if self.error is not None:
                     raise FillFailed(str(self.error))
-                available = self._readable_end()
-                if end is not None:
-                    available = min(available, end)
-                if position < available:
-                    chunk = os.pread(fd, min(READ_CHUNK, available - position), position)
-                    if not chunk:
-                        raise FillFailed("temp file shorter than reported")
-                    position += len(chunk)
-                    yield chunk
-                elif self.finished.is_set():
-                    if self.error is not None:
-                        raise FillFailed(str(self.error))
-                    return  # end None: the whole blob was sent
-                else:
-                    await self._progress.wait()
-        finally:
-            os.close(fd)
+                return  # end None: the whole blob was sent
+            else:
+                await self._progress.wait()
 
     async def run(
         self,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from mirror.blobs import FillingBlob
-from mirror.errors import MirrorError, NotFound, PaginationInvalid, RangeInvalid, Unsupported
+from mirror.errors import MirrorError, NotFound, PaginationInvalid, Unsupported
 from mirror.fill import FillFailed
 from mirror.http_ranges import parse_range
 from mirror.keys import BLOBS, CACHE_RESULT, MANIFESTS, METRICS, ROUTER, TAGS
@@ -164,7 +164,10 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         # sendfile, with Range and conditional requests handled by aiohttp. Prepared here,
         # so the blob counts as in use until the last byte went out.
         response = web.FileResponse(source.path, headers=headers)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            return response  # the client went away mid-transfer
         if response.status in (200, 206):
             served = request.app[METRICS].served_bytes.labels("cache")
             served.inc(response.content_length or 0)
@@ -175,12 +178,17 @@ async def _stream_fill(
     request: web.Request, source: FillingBlob, headers: dict[str, str]
 ) -> web.StreamResponse:
     """Follow a running fill; cut the connection if it fails so the client sees a short body."""
-    fill = source.fill
     try:
-        byte_range = parse_range(request.headers.get("Range"), fill.size)
-    except RangeInvalid:
+        return await _follow_fill(request, source, headers)
+    finally:
         source.close()
-        raise
+
+
+async def _follow_fill(
+    request: web.Request, source: FillingBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    fill = source.fill
+    byte_range = parse_range(request.headers.get("Range"), fill.size)
     response = web.StreamResponse(headers=headers)
     response.headers["Accept-Ranges"] = "bytes"
     start, end = 0, fill.size
@@ -202,6 +210,8 @@ async def _stream_fill(
         if request.transport is not None:
             request.transport.abort()
         return response
+    except ConnectionError:
+        return response  # the client went away; the fill goes on without it
     finally:
         await chunks.aclose()
     await response.write_eof()

@@ -14,6 +14,7 @@ from mirror.http import route_label
 from mirror.keys import CACHE_RESULT
 
 ACCESS_LOGGER = "mirror.access"
+QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,4 +65,6 @@ class AccessLogger(AbstractAccessLogger):
             f"{request.method} {request.path} {response.status} {response.body_length}B "
             f"{time * 1000:.1f}ms{' ' + cache if cache else ''}"
         )
-        self.logger.info(message, extra={"fields": fields})
+        # Probes and scrapes arrive every few seconds: keep them out of the info log.
+        level = logging.DEBUG if fields["route"] in QUIET_ROUTES else logging.INFO
+        self.logger.log(level, message, extra={"fields": fields})

@@ -38,6 +38,11 @@ class UpstreamRouter:
             upstream = self._by_name.get(namespace)
             if upstream is None:
                 raise NameUnknown(f"no upstream is configured for registry {namespace[:100]!r}")
+            # containerd adds ns= even when the mirror address carries the registry as a
+            # path prefix (`mirror:5000/ghcr.io`): the prefix then names the same registry.
+            first, _, rest = name.partition("/")
+            if first == namespace and rest:
+                name = rest
             return Target(
                 upstream, parse_repository(name, upstream.config.is_docker_hub), namespace
             )
