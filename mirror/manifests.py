@@ -88,13 +88,13 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
     ) -> ManifestResult:
         if isinstance(ref, Digest):
-            was_cached = await self._metadata.get_manifest(str(ref)) is not None
-            manifest = await self._by_digest(upstream, repo, str(ref))
-            if not accepts(accept, manifest.media_type):
+            result = await self._by_digest(upstream, repo, str(ref))
+            media_type = result.manifest.media_type
+            if not accepts(accept, media_type):
                 raise ManifestUnknown(
-                    f"manifest {ref} is {manifest.media_type}, which the client does not accept"
+                    f"manifest {ref} is {media_type}, which the client does not accept"
                 )
-            return ManifestResult(manifest, "hit" if was_cached else "miss")
+            return result
         result = await self._by_tag(upstream, repo, ref)
         if accepts(accept, result.manifest.media_type):
             return result
@@ -152,7 +152,8 @@ class ManifestService:
         if row is not None:
             head = await upstream.head_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
             if head.digest is not None:
-                manifest = await self._by_digest(upstream, repo, head.digest, linked=True)
+                result = await self._by_digest(upstream, repo, head.digest, linked=True)
+                manifest = result.manifest
                 await self._remember_tag(upstream, repo, tag, manifest)
                 return manifest
         fetched = await upstream.get_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
@@ -185,7 +186,7 @@ class ManifestService:
 
     async def _by_digest(
         self, upstream: UpstreamRegistry, repo: str, digest: str, linked: bool = False
-    ) -> StoredManifest:
+    ) -> ManifestResult:
         """Local first; `linked` says the upstream just vouched that repo holds this digest."""
         stored = await self._metadata.get_manifest(digest)
         if stored is not None:
@@ -194,12 +195,13 @@ class ManifestService:
             elif not await self._metadata.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
             self._metrics.cache("manifest", "hit")
-            return stored
+            return ManifestResult(stored, "hit")
         self._metrics.cache("manifest", "miss")
         try:
-            return await self._fetching.run(
+            fetched = await self._fetching.run(
                 (upstream.name, repo, digest), lambda: self._fetch_digest(upstream, repo, digest)
             )
+            return ManifestResult(fetched, "miss")
         except UpstreamNotFound:
             raise ManifestUnknown(f"manifest unknown: {repo}@{digest}") from None
 

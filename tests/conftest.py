@@ -70,6 +70,10 @@ def make_mirror(
         connect_timeout: str | None = None,
         read_timeout: str | None = None,
         storage_path: Path | None = None,
+        max_size: str | None = None,
+        low_water: float | None = None,
+        flush_interval: str | None = None,
+        admin_token: str | None = None,
     ) -> TestServer:
         # Imported here so the fakes' own tests run while the mirror is still being written.
         from mirror.app import create_app
@@ -81,6 +85,10 @@ def make_mirror(
             data["cache"]["tag_ttl"] = tag_ttl
         if storage_path is not None:
             data["storage"]["path"] = str(storage_path)
+        storage = {"max_size": max_size, "low_water": low_water, "flush_interval": flush_interval}
+        data["storage"].update({key: value for key, value in storage.items() if value is not None})
+        if admin_token is not None:
+            data["admin"] = {"token": admin_token}
         overrides = {
             "offline": offline,
             "username": username,
