@@ -1,0 +1,67 @@
+"""Values with units in the config: durations ("10m"), sizes ("50GiB") and "host:port"."""
+
+from __future__ import annotations
+
+import re
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds from "10m", "30s", "1.5h", "250ms" or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{key}: expected a duration such as "10m", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ConfigError(f'{key}: expected a duration such as "10m" or "30s", got {value!r}')
+    if seconds < 0:
+        raise ConfigError(f"{key}: a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: object, key: str) -> int:
+    """Bytes from "50GiB", "500MB", "0" or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{key}: expected a size such as "50GiB", got {value!r}')
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        unit = (match.group(2) or "b").lower()
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    else:
+        raise ConfigError(f'{key}: expected a size such as "50GiB" or "500MB", got {value!r}')
+    if size < 0:
+        raise ConfigError(f"{key}: a size cannot be negative")
+    return size
+
+
+def parse_listen(value: object, key: str) -> tuple[str, int]:
+    """("host", port) from "host:port", "[::1]:port" or ":port"."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: port must be a number from 0 to 65535, got {port_text!r}")
+    return host, int(port_text)
