@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from mirror.blobs import FillingBlob
 from mirror.errors import MirrorError, NotFound, PaginationInvalid, Unsupported
@@ -163,7 +164,7 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
             return await _stream_fill(request, source, headers)
         # sendfile, with Range and conditional requests handled by aiohttp. Prepared here,
         # so the blob counts as in use until the last byte went out.
-        response = web.FileResponse(source.path, headers=headers)
+        response = PreparedFileResponse(source.path, headers=headers)
         try:
             await response.prepare(request)
         except ConnectionError:
@@ -172,6 +173,16 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
             served = request.app[METRICS].served_bytes.labels("cache")
             served.inc(response.content_length or 0)
         return response
+
+
+class PreparedFileResponse(web.FileResponse):
+    """A FileResponse the handler sends itself, so the blob counts as in use until the last
+    byte went out; aiohttp's own prepare() after the handler returns is then a no-op."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return None
+        return await super().prepare(request)
 
 
 async def _stream_fill(

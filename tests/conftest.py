@@ -7,7 +7,8 @@ as a top-level package.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """A real HTTP client; the total timeout keeps a hung mirror from hanging the suite."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_server_errors(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """A client can get every byte while the server logs a crash: fail the test on those too."""
+    yield
+    if request.node.get_closest_marker("server_errors_expected"):
+        return
+    crashes = [
+        record
+        for record in caplog.get_records("call")
+        if record.levelno >= logging.ERROR
+        and (record.name.startswith("aiohttp") or record.name == "mirror.http")
+    ]
+    assert not crashes, [f"{r.name}: {r.getMessage()}" for r in crashes]

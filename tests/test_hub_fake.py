@@ -193,6 +193,7 @@ async def test_registry_stops_and_restarts_on_the_same_port(
         assert resp.status == 401
 
 
+@pytest.mark.server_errors_expected  # the fake's own server logs the hang-up it is told about
 async def test_a_client_hanging_up_mid_blob_is_recorded_as_failed(
     hub: FakeHub, session: aiohttp.ClientSession
 ) -> None:
