@@ -1,0 +1,1 @@
+"""A token-auth upstream (docker-registry with `auth: token`) behind the mirror."""

@@ -1,0 +1,101 @@
+"""A TCP forwarder between two network namespaces, run as its own process.
+
+    python forward.py NETNS_PATH LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
+
+It listens on 127.0.0.1:LISTEN_PORT *inside* the namespace at NETNS_PATH (a client sandbox that
+has only `lo`) and connects to TARGET_HOST:TARGET_PORT in its own (the host's) namespace. A socket
+keeps the namespace it was created in, so one process can hold both ends: it enters the sandbox
+only long enough to create the listening sockets. Prints "ready" once every socket listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+CLONE_NEWNET = 0x40000000
+BUFFER = 256 * 1024
+
+
+def setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def listen_in(netns_path: str, ports: list[int]) -> list[socket.socket]:
+    """Listening sockets on 127.0.0.1:port inside the namespace at netns_path."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path, os.O_RDONLY)
+    try:
+        setns(target)
+        try:
+            return [socket.create_server(("127.0.0.1", port), backlog=128) for port in ports]
+        finally:
+            setns(home)
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(BUFFER):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def handler(host: str, port: int) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+                with contextlib.suppress(ConnectionError, OSError):
+                    await w.wait_closed()
+
+    return handle
+
+
+async def main(netns_path: str, specs: list[str]) -> None:
+    routes: list[tuple[int, str, int]] = []
+    for spec in specs:
+        listen, host, port = spec.split(":")
+        routes.append((int(listen), host, int(port)))
+    sockets = listen_in(netns_path, [r[0] for r in routes])
+    servers = [
+        await asyncio.start_server(handler(host, port), sock=sock)
+        for sock, (_, host, port) in zip(sockets, routes, strict=True)
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2:]))
