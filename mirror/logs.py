@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, Request, StreamResponse
+from aiohttp.web import BaseRequest, FileResponse, Request, StreamResponse
 
 from mirror.http import route_label
 from mirror.keys import CACHE_RESULT
@@ -45,24 +45,34 @@ def configure(level: str, log_format: str) -> None:
     root.setLevel(level.upper())
 
 
+def body_bytes(request: BaseRequest, response: StreamResponse) -> int:
+    """Body bytes sent. sendfile bypasses aiohttp's writer, whose count then holds only the
+    headers, so a file response counts what it announced."""
+    if isinstance(response, FileResponse):
+        sent = response.status in (200, 206) and request.method != "HEAD"
+        return (response.content_length or 0) if sent else 0
+    return response.body_length
+
+
 class AccessLogger(AbstractAccessLogger):
     """Method, path, status, bytes, duration and cache result; headers are never logged,
     so an Authorization header cannot leak into a line."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         cache = request.get(CACHE_RESULT, "") if isinstance(request, Request) else ""
+        sent = body_bytes(request, response)
         fields = {
             "method": request.method,
             "path": request.path,
             "route": route_label(request.path),
             "status": response.status,
-            "bytes": response.body_length,
+            "bytes": sent,
             "duration_ms": round(time * 1000, 2),
             "cache": cache or None,
             "remote": request.remote,
         }
         message = (
-            f"{request.method} {request.path} {response.status} {response.body_length}B "
+            f"{request.method} {request.path} {response.status} {sent}B "
             f"{time * 1000:.1f}ms{' ' + cache if cache else ''}"
         )
         # Probes and scrapes arrive every few seconds: keep them out of the info log.
