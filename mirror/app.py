@@ -28,6 +28,7 @@ from mirror.manifests import ManifestService
 from mirror.metadata import Metadata
 from mirror.metrics import Metrics
 from mirror.purge import PurgeService
+from mirror.removal import BlobRemover
 from mirror.routing import UpstreamRouter
 from mirror.tags import TagListService
 from mirror.upstream import UpstreamRegistry
@@ -46,7 +47,8 @@ def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.
     upstreams = [UpstreamRegistry(upstream, now, metrics) for upstream in config.upstreams]
     manifests = ManifestService(metadata, now, lambda up: config.tag_ttl_for(up.config), metrics)
     blobs = BlobService(store, metadata, usage, metrics, now)
-    janitor = Janitor(metadata, store, usage, config.storage, metrics, now)
+    remover = BlobRemover(metadata, store, usage)
+    janitor = Janitor(metadata, store, usage, config.storage, metrics, now, remover)
     metrics.storage_bytes.set_function(lambda: usage.bytes)
     metrics.storage_blobs.set_function(lambda: usage.blobs)
     metrics.storage_limit.set(config.storage.max_size)
@@ -61,7 +63,7 @@ def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.
     app[BLOBS] = blobs
     app[TAGS] = TagListService(metadata, metrics)
     app[JANITOR] = janitor
-    app[PURGE] = PurgeService(metadata, store, usage)
+    app[PURGE] = PurgeService(metadata, remover)
     http.add_routes(app)
     admin.add_routes(app)
     health.add_routes(app)

@@ -150,6 +150,7 @@ class BlobService:
                 self._store.discard(done.temp_path)
                 return
             done.final_path = self._store.commit(done.temp_path, digest)
+            self._usage.cancel_pending(key)  # a purge of the previous copy must spare this one
             await self._metadata.put_blob(key, done.written, self._clock())
             await self._metadata.add_link(upstream.name, repo, key)
             self._usage.added(done.written)

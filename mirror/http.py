@@ -13,7 +13,7 @@ from mirror.blobs import FillingBlob
 from mirror.errors import MirrorError, NotFound, PaginationInvalid, Unsupported
 from mirror.fill import FillFailed
 from mirror.http_ranges import parse_range
-from mirror.keys import BLOBS, CACHE_RESULT, MANIFESTS, METRICS, ROUTER, TAGS
+from mirror.keys import BLOBS, BODY_SENT, CACHE_RESULT, MANIFESTS, METRICS, ROUTER, TAGS
 from mirror.reference import Digest, parse_reference
 from mirror.routing import Target
 
@@ -213,9 +213,11 @@ async def _follow_fill(
     served = request.app[METRICS].served_bytes.labels("fill")
     try:
         await response.prepare(request)
+        request[BODY_SENT] = 0
         async for chunk in chunks:
             await response.write(chunk)
             served.inc(len(chunk))
+            request[BODY_SENT] += len(chunk)
     except FillFailed as exc:
         log.warning("cutting a client of %s: %s", fill.digest, exc)
         if request.transport is not None:

@@ -13,9 +13,12 @@ from mirror.config import StorageConfig
 from mirror.metadata import Metadata
 from mirror.metrics import Metrics
 from mirror.reference import Digest
+from mirror.removal import BlobRemover
 from mirror.usage import BlobUsage
 
 log = logging.getLogger(__name__)
+
+BUSY_RETRY = 1.0  # seconds between eviction attempts while everything is in use
 
 
 @dataclass(slots=True)
@@ -43,7 +46,9 @@ class Janitor:
         config: StorageConfig,
         metrics: Metrics,
         clock: Callable[[], float],
+        remover: BlobRemover,
     ) -> None:
+        self._remover = remover
         self._metadata = metadata
         self._store = store
         self._usage = usage
@@ -71,7 +76,11 @@ class Janitor:
                 await asyncio.wait_for(self._usage.over_limit.wait(), self._config.flush_interval)
             try:
                 await self.flush()
-                await self.evict()
+                evicted, _ = await self.evict()
+                if not evicted and self._usage.over_limit.is_set():
+                    # Over the bound, but every blob is being read or fetched: wait a little
+                    # rather than spin.
+                    await asyncio.sleep(BUSY_RETRY)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -119,16 +128,12 @@ class Janitor:
                     break
                 if not self._usage.busy(digest):
                     evicted.append((digest, size))
-            # Row first, then file: a crash in between leaves a file the next start removes.
-            await self._metadata.delete_blobs(digest for digest, _ in evicted)
-            for digest, size in evicted:
-                self._store.delete(Digest.parse(digest))
-                self._usage.removed(size)
-                self._metrics.evicted_blobs.inc()
-                self._metrics.evicted_bytes.inc(size)
-        freed = sum(size for _, size in evicted)
-        log.info("evicted %d blobs (%d bytes) to stay under %d bytes", len(evicted), freed, limit)
-        return len(evicted), freed
+            removed = await self._remover.remove(digest for digest, _ in evicted)
+        freed = sum(size for _, size in removed)
+        self._metrics.evicted_blobs.inc(len(removed))
+        self._metrics.evicted_bytes.inc(freed)
+        log.info("evicted %d blobs (%d bytes) to stay under %d bytes", len(removed), freed, limit)
+        return len(removed), freed
 
     async def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         """Re-hash every stored blob; remove the ones whose bytes changed on disk."""
@@ -136,7 +141,7 @@ class Janitor:
         loop = asyncio.get_running_loop()
         async with self._lock:
             rows = await self._metadata.blob_rows()
-            for index, (text, size) in enumerate(rows, start=1):
+            for index, (text, _) in enumerate(rows, start=1):
                 digest = Digest.parse(text)
                 if self._usage.busy(text):
                     report.skipped_busy += 1
@@ -144,9 +149,7 @@ class Janitor:
                 report.checked += 1
                 if not await loop.run_in_executor(None, self._store.matches_digest, digest):
                     report.corrupt.append(text)
-                    await self._metadata.delete_blobs([text])
-                    self._store.delete(digest)
-                    self._usage.removed(size)
+                    await self._remover.remove([text])
                     log.error("blob %s failed verification and was removed", text)
                 if progress is not None:
                     progress(index, len(rows))

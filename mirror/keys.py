@@ -27,3 +27,5 @@ JANITOR = web.AppKey("janitor", Janitor)
 PURGE = web.AppKey("purge", PurgeService)
 # What the cache did for this request ("hit", "miss", "stale"), for the request log.
 CACHE_RESULT = web.RequestKey("cache_result", str)
+# Body bytes a streamed response really wrote (it may be cut short), for the request log.
+BODY_SENT = web.RequestKey("body_sent", int)

@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, FileResponse, Request, StreamResponse
+from aiohttp.web import BaseRequest, Request, Response, StreamResponse
 
 from mirror.http import route_label
-from mirror.keys import CACHE_RESULT
+from mirror.keys import BODY_SENT, CACHE_RESULT
 
 ACCESS_LOGGER = "mirror.access"
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
@@ -46,12 +46,14 @@ def configure(level: str, log_format: str) -> None:
 
 
 def body_bytes(request: BaseRequest, response: StreamResponse) -> int:
-    """Body bytes sent. sendfile bypasses aiohttp's writer, whose count then holds only the
-    headers, so a file response counts what it announced."""
-    if isinstance(response, FileResponse):
-        sent = response.status in (200, 206) and request.method != "HEAD"
-        return (response.content_length or 0) if sent else 0
-    return response.body_length
+    """Body bytes sent (aiohttp's body_length counts headers too, and misses sendfile)."""
+    if isinstance(request, Request) and BODY_SENT in request:
+        return request[BODY_SENT]  # a streamed fill counts what it really wrote
+    if request.method == "HEAD" or response.status in (204, 304, 416):
+        return 0
+    if isinstance(response, Response) and isinstance(response.body, bytes):
+        return len(response.body)
+    return response.content_length or 0
 
 
 class AccessLogger(AbstractAccessLogger):

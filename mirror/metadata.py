@@ -186,9 +186,16 @@ class Metadata:
         )
         await self.db.commit()
 
-    async def delete_blobs(self, digests: Iterable[str]) -> None:
-        await self.db.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d in digests])
+    async def delete_blobs(self, digests: Iterable[str]) -> list[tuple[str, int]]:
+        """Delete these rows; returns (digest, size) of the ones that existed."""
+        deleted: list[tuple[str, int]] = []
+        for digest in digests:
+            async with self.db.execute(
+                "DELETE FROM blobs WHERE digest = ? RETURNING digest, size", (digest,)
+            ) as cursor:
+                deleted.extend((row[0], int(row[1])) for row in await cursor.fetchall())
         await self.db.commit()
+        return deleted
 
     async def count(self, table: str, upstream: str | None = None) -> int:
         assert table in ("tags", "manifests", "blobs", "links")

@@ -20,6 +20,7 @@ from mirror.janitor import Janitor
 from mirror.metadata import Metadata
 from mirror.metrics import Metrics
 from mirror.purge import PurgeService
+from mirror.removal import BlobRemover
 from mirror.usage import BlobUsage
 
 
@@ -46,11 +47,12 @@ async def open_data(config: Config) -> AsyncIterator[DataFolder]:
     metadata = Metadata(root / METADATA_FILE)
     store = BlobStore(root)
     usage = BlobUsage(config.storage.max_size)
-    janitor = Janitor(metadata, store, usage, config.storage, Metrics(), time.time)
+    remover = BlobRemover(metadata, store, usage)
+    janitor = Janitor(metadata, store, usage, config.storage, Metrics(), time.time, remover)
     await metadata.open()
     try:
         usage.reset(*await _totals(metadata))
-        yield DataFolder(metadata, store, usage, janitor, PurgeService(metadata, store, usage))
+        yield DataFolder(metadata, store, usage, janitor, PurgeService(metadata, remover))
     finally:
         await metadata.close()
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mirror.blobstore import BlobStore
 from mirror.metadata import Metadata
 from mirror.reference import Digest
-from mirror.usage import BlobUsage
+from mirror.removal import BlobRemover
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +23,12 @@ class PurgeReport:
 
 
 class PurgeService:
-    """Every purge removes rows first, then files; readers holding a file read it to the end
-    (an unlinked file lives on while open), and a running fill completes and stores its blob."""
+    """Purges go through BlobRemover: rows first, files once no reader holds them; a running
+    fill completes and stores its blob."""
 
-    def __init__(self, metadata: Metadata, store: BlobStore, usage: BlobUsage) -> None:
+    def __init__(self, metadata: Metadata, remover: BlobRemover) -> None:
         self._metadata = metadata
-        self._store = store
-        self._usage = usage
+        self._remover = remover
 
     async def _scalar(self, sql: str, args: tuple[Any, ...]) -> int:
         async with self._metadata.db.execute(sql, args) as cursor:
@@ -72,28 +70,22 @@ class PurgeService:
         key = (str(digest),)
         blobs = await self._scalar("SELECT count(*) FROM blobs WHERE digest = ?", key)
         size = await self._scalar("SELECT sum(size) FROM blobs WHERE digest = ?", key)
-        if not dry_run and blobs:
-            await self._metadata.delete_blobs([str(digest)])
-            self._store.delete(digest)
-            self._usage.removed(size)
-        return PurgeReport(blobs=blobs, bytes=size, dry_run=dry_run)
+        if dry_run:
+            return PurgeReport(blobs=blobs, bytes=size, dry_run=True)
+        removed = await self._remover.remove([str(digest)])
+        return PurgeReport(blobs=len(removed), bytes=sum(s for _, s in removed))
 
     async def everything(self, dry_run: bool) -> PurgeReport:
-        report = PurgeReport(
-            tags=await self._metadata.count("tags"),
-            manifests=await self._metadata.count("manifests"),
-            blobs=await self._metadata.count("blobs"),
-            bytes=await self._scalar("SELECT sum(size) FROM blobs", ()),
-            dry_run=dry_run,
-        )
-        if dry_run:
-            return report
+        """Forget all tags, manifests and links, and remove every blob stored now (a download
+        that finishes meanwhile keeps its new blob)."""
         rows = await self._metadata.blob_rows()
+        tags = await self._metadata.count("tags")
+        manifests = await self._metadata.count("manifests")
+        if dry_run:
+            return PurgeReport(tags, manifests, len(rows), sum(s for _, s in rows), dry_run=True)
         db = self._metadata.db
-        for table in ("tags", "manifests", "links", "blobs"):
+        for table in ("tags", "manifests", "links"):
             await db.execute(f"DELETE FROM {table}")
         await db.commit()
-        for digest, size in rows:
-            self._store.delete(Digest.parse(digest))
-            self._usage.removed(size)
-        return report
+        removed = await self._remover.remove(digest for digest, _ in rows)
+        return PurgeReport(tags, manifests, len(removed), sum(s for _, s in removed))

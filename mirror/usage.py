@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 
 class BlobUsage:
@@ -18,6 +19,7 @@ class BlobUsage:
         self.bytes = 0
         self.blobs = 0
         self._in_use: Counter[str] = Counter()
+        self._after_release: dict[str, Callable[[], None]] = {}
         self._accessed: dict[str, float] = {}
         self.over_limit = asyncio.Event()
 
@@ -55,6 +57,20 @@ class BlobUsage:
         self._in_use[digest] -= 1
         if self._in_use[digest] <= 0:
             del self._in_use[digest]
+            action = self._after_release.pop(digest, None)
+            if action is not None:
+                action()
+
+    def when_released(self, digest: str, action: Callable[[], None]) -> None:
+        """Run `action` now, or once the last reader or fill of this blob lets go of it."""
+        if self.busy(digest):
+            self._after_release[digest] = action
+        else:
+            action()
+
+    def cancel_pending(self, digest: str) -> None:
+        """A fill stored this blob again: an earlier deferred delete must not remove it."""
+        self._after_release.pop(digest, None)
 
     def busy(self, digest: str) -> bool:
         """A fill or a reader holds this blob: eviction and verify leave it alone."""

@@ -49,9 +49,7 @@ def test_units_are_parsed() -> None:
 def test_password_file_is_read(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
-    config = parse_config(
-        {"upstreams": [{"username": "me", "password_file": str(secret)}]}
-    )
+    config = parse_config({"upstreams": [{"username": "me", "password_file": str(secret)}]})
     assert config.upstreams[0].password == "s3cret"
     assert "s3cret" not in repr(config)
 
@@ -90,7 +88,7 @@ def test_cli_exits_2_with_one_line_on_a_bad_config(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "mirror: config error: cache.tag_ttl: expected a duration such as \"10m\" or \"30s\", "
+        'mirror: config error: cache.tag_ttl: expected a duration such as "10m" or "30s", '
         "got 'soon'"
     ]
 
