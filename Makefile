@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # System packages the tests drive for real (a real upstream registry and a real client).
 # Real upstream registry, real clients (skopeo, dockerd, containerd, podman), real Prometheus.
-SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus
-SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool
+SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2
+SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip
 
 .PHONY: run test lint pytest system-deps clean
 
