@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from clients.images import PLAN, build_layout
+from real.mirror_proc import MirrorProcess
 from real.procs import ToolMissing, in_ci, require_binaries
 from real.skopeo import Skopeo
 
 from .tokens import Policy, Signer, TokenServer, write_bundle
-from .upstream import CredentialedMirror, TokenRegistry
+from .upstream import TokenRegistry
 
 PUSHER = ("pusher", "push-secret")
 PUSHED = ["alpine:3.19", "test/oci:v1"]
@@ -106,7 +107,7 @@ def pushed(
     return result
 
 
-MirrorFactory = Callable[[tuple[str, str] | None], CredentialedMirror]
+MirrorFactory = Callable[[tuple[str, str] | None], MirrorProcess]
 
 
 @pytest.fixture
@@ -117,12 +118,12 @@ def make_mirror(
     request: pytest.FixtureRequest,
 ) -> Iterator[MirrorFactory]:
     """Start fresh mirrors in front of the token registry, with or without credentials."""
-    started: list[CredentialedMirror] = []
+    started: list[MirrorProcess] = []
     request.node.auth_logs = [("upstream registry log", token_registry.log_path)]
 
-    def start(credentials: tuple[str, str] | None) -> CredentialedMirror:
-        mirror = CredentialedMirror(
-            tmp_path / f"mirror-{len(started)}", token_registry.url, credentials
+    def start(credentials: tuple[str, str] | None) -> MirrorProcess:
+        mirror = MirrorProcess(
+            tmp_path / f"mirror-{len(started)}", token_registry.url, credentials=credentials
         )
         started.append(mirror)
         request.node.auth_logs.append((f"mirror-{len(started) - 1} stderr", mirror.stderr_path))

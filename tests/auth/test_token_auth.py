@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from clients.checks import assert_mirror_log_clean
+from real.mirror_proc import MirrorProcess
 from real.skopeo import Skopeo
 
 from .conftest import MirrorFactory, Pushed
 from .tokens import SERVICE, Policy, Signer, TokenServer
-from .upstream import CredentialedMirror, TokenRegistry
+from .upstream import TokenRegistry
 
 MIRROR_USER = ("mirror-user", "s3cret: with spaces")
 ACCEPT = ", ".join(
@@ -42,9 +43,7 @@ def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
-def pull_all(
-    mirror: CredentialedMirror, pushed: dict[str, Pushed], skopeo: Skopeo, dest: Path
-) -> None:
+def pull_all(mirror: MirrorProcess, pushed: dict[str, Pushed], skopeo: Skopeo, dest: Path) -> None:
     """skopeo copies each image through the mirror (checking every blob's digest) and the
     manifest the mirror serves for the tag is the pushed one, byte for byte."""
     for n, image in enumerate(pushed.values()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,18 @@ START_TIMEOUT = 20.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def mirror_config(*, port: int, data: Path, upstream_url: str, tag_ttl: str) -> str:
+def mirror_config(
+    *,
+    port: int,
+    data: Path,
+    upstream_url: str,
+    tag_ttl: str,
+    credentials: tuple[str, str] | None = None,
+) -> str:
+    login = ""
+    if credentials is not None:
+        username, password = (json.dumps(value) for value in credentials)
+        login = f"username = {username}\npassword = {password}\n"
     return (
         "[server]\n"
         f'listen = "127.0.0.1:{port}"\n'
@@ -23,17 +35,25 @@ def mirror_config(*, port: int, data: Path, upstream_url: str, tag_ttl: str) -> 
         f'tag_ttl = "{tag_ttl}"\n'
         "[[upstreams]]\n"
         'name = "docker.io"\n'
-        f'url = "{upstream_url}"\n'
+        f'url = "{upstream_url}"\n' + login
     )
 
 
 class MirrorProcess:
     """One mirror process with its own data directory; stderr goes to a file."""
 
-    def __init__(self, root: Path, upstream_url: str, *, tag_ttl: str = "10m") -> None:
+    def __init__(
+        self,
+        root: Path,
+        upstream_url: str,
+        *,
+        tag_ttl: str = "10m",
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.upstream_url = upstream_url
         self.tag_ttl = tag_ttl
+        self.credentials = credentials
         self.data = root / "data"
         self.config_path = root / "mirror.toml"
         self.stderr_path = root / "mirror.stderr"
@@ -71,7 +91,11 @@ class MirrorProcess:
     def _start_once(self) -> None:
         self.config_path.write_text(
             mirror_config(
-                port=self.port, data=self.data, upstream_url=self.upstream_url, tag_ttl=self.tag_ttl
+                port=self.port,
+                data=self.data,
+                upstream_url=self.upstream_url,
+                tag_ttl=self.tag_ttl,
+                credentials=self.credentials,
             )
         )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
