@@ -51,4 +51,8 @@ class MakeMirror(Protocol):
         connect_timeout: str | None = None,
         read_timeout: str | None = None,
         storage_path: Path | None = None,
+        max_size: str | None = None,
+        low_water: float | None = None,
+        flush_interval: str | None = None,
+        admin_token: str | None = None,
     ) -> TestServer: ...

@@ -19,12 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
+
+from fakes.client import MakeMirror
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT = 10.0
@@ -34,24 +36,8 @@ CLI_TIMEOUT = 60.0
 T = TypeVar("T")
 
 
-class MakeOpsMirror(Protocol):
-    """`make_mirror` with the operations keys (the fixture in conftest takes them all)."""
-
-    async def __call__(
-        self,
-        *,
-        tag_ttl: str | None = None,
-        offline: bool | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        connect_timeout: str | None = None,
-        read_timeout: str | None = None,
-        storage_path: Path | None = None,
-        max_size: str | None = None,
-        low_water: float | None = None,
-        flush_interval: str | None = None,
-        admin_token: str | None = None,
-    ) -> TestServer: ...
+# The operations tests use the same factory; the name says which keys they rely on.
+MakeOpsMirror = MakeMirror
 
 
 # -- the data folder ------------------------------------------------------------------------
