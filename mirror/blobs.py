@@ -151,9 +151,9 @@ class BlobService:
                 return
             done.final_path = self._store.commit(done.temp_path, digest)
             self._usage.cancel_pending(key)  # a purge of the previous copy must spare this one
-            await self._metadata.put_blob(key, done.written, self._clock())
+            if await self._metadata.put_blob(key, done.written, self._clock()):
+                self._usage.added(done.written)
             await self._metadata.add_link(upstream.name, repo, key)
-            self._usage.added(done.written)
 
         async def run() -> None:
             self._usage.acquire(key)

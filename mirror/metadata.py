@@ -159,11 +159,18 @@ class Metadata:
         )
         await self.db.commit()
 
-    async def put_blob(self, digest: str, size: int, now: float) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (digest, size, now, now)
-        )
+    async def put_blob(self, digest: str, size: int, now: float) -> bool:
+        """Record a stored blob; False when a row for it existed already (then refreshed)."""
+        async with self.db.execute(
+            "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (digest, size, now, now)
+        ) as cursor:
+            inserted = cursor.rowcount == 1
+        if not inserted:
+            await self.db.execute(
+                "UPDATE blobs SET size = ?, last_access = ? WHERE digest = ?", (size, now, digest)
+            )
         await self.db.commit()
+        return inserted
 
     # -- upkeep (janitor, purge, stats) -------------------------------------------------------
 
