@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify", "re-hash every stored blob; remove corrupt ones (exit 1 if any)"),
     ):
         _target_options(commands.add_parser(name, help=text))
+    warm = commands.add_parser("warm", help="pull images through a running mirror to cache them")
+    warm.add_argument("--server", required=True, help="the mirror's URL")
+    warm.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="os/arch[/variant] to cache from indexes (repeatable; default: every platform)",
+    )
+    warm.add_argument("images", nargs="+", help="e.g. alpine:3.19, ghcr.io/owner/tool@sha256:…")
     purge = commands.add_parser("purge", help="forget cached content")
     _target_options(purge)
     what = purge.add_mutually_exclusive_group(required=True)
@@ -173,8 +182,22 @@ async def _offline_purge(
     return result
 
 
+def warm(args: argparse.Namespace) -> int:
+    from mirror.warm import warm_images
+
+    try:
+        reports = asyncio.run(warm_images(args.server, args.images, args.platform))
+    except OperationError as exc:
+        print(f"mirror warm: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps([asdict(report) for report in reports], indent=2))
+    return EXIT_FAILED if any(report.errors for report in reports) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "warm":  # a client of a running mirror: no config of its own
+        return warm(args)
     try:
         config = effective_config(args)
     except ConfigError as exc:
