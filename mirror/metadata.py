@@ -8,6 +8,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from mirror.metadata_cache import ReadCache
+
 # Each entry moves the schema one version up; PRAGMA user_version records where a file is.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -65,6 +67,8 @@ class Metadata:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._db: aiosqlite.Connection | None = None
+        # What hits read, kept in memory; whoever writes SQL around these methods clears it.
+        self.cache = ReadCache()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -94,13 +98,21 @@ class Metadata:
     # -- tags -------------------------------------------------------------------------------
 
     async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
+        key = (upstream, repo, tag)
+        cached = self.cache.tags.get(key)
+        if cached is not None:
+            return cached
         async with self.db.execute(
             "SELECT digest, media_type, fetched_at, expires_at FROM tags"
             " WHERE upstream = ? AND repo = ? AND tag = ?",
-            (upstream, repo, tag),
+            key,
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else TagRow(row[0], row[1], row[2], row[3])
+        if row is None:
+            return None
+        found = TagRow(row[0], row[1], row[2], row[3])
+        self.cache.put_tag(key, found)
+        return found
 
     async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None:
         await self.db.execute(
@@ -108,6 +120,7 @@ class Metadata:
             (upstream, repo, tag, row.digest, row.media_type, row.fetched_at, row.expires_at),
         )
         await self.db.commit()
+        self.cache.put_tag((upstream, repo, tag), row)
 
     async def list_tags(self, upstream: str, repo: str) -> list[str]:
         async with self.db.execute(
@@ -119,11 +132,18 @@ class Metadata:
     # -- manifests --------------------------------------------------------------------------
 
     async def get_manifest(self, digest: str) -> StoredManifest | None:
+        cached = self.cache.manifest(digest)
+        if cached is not None:
+            return cached
         async with self.db.execute(
             "SELECT media_type, body FROM manifests WHERE digest = ?", (digest,)
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else StoredManifest(digest, row[0], bytes(row[1]))
+        if row is None:
+            return None
+        found = StoredManifest(digest, row[0], bytes(row[1]))
+        self.cache.put_manifest(found)
+        return found
 
     async def put_manifest(
         self,
@@ -138,26 +158,34 @@ class Metadata:
             "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?)",
             (manifest.digest, manifest.media_type, manifest.body, now),
         )
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
-            [(upstream, repo, digest) for digest in {manifest.digest, *references}],
-        )
+        links = [(upstream, repo, digest) for digest in {manifest.digest, *references}]
+        await self.db.executemany("INSERT OR IGNORE INTO links VALUES (?, ?, ?)", links)
         await self.db.commit()
+        self.cache.put_manifest(manifest)
+        for link in links:
+            self.cache.add_link(link)
 
     # -- blobs and links --------------------------------------------------------------------
 
     async def has_link(self, upstream: str, repo: str, digest: str) -> bool:
+        key = (upstream, repo, digest)
+        if key in self.cache.links:
+            return True
         async with self.db.execute(
-            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
-            (upstream, repo, digest),
+            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?", key
         ) as cursor:
-            return await cursor.fetchone() is not None
+            found = await cursor.fetchone() is not None
+        if found:
+            self.cache.add_link(key)
+        return found
 
     async def add_link(self, upstream: str, repo: str, digest: str) -> None:
-        await self.db.execute(
-            "INSERT OR IGNORE INTO links VALUES (?, ?, ?)", (upstream, repo, digest)
-        )
+        key = (upstream, repo, digest)
+        if key in self.cache.links:
+            return  # already recorded: no write (this runs on every revalidation)
+        await self.db.execute("INSERT OR IGNORE INTO links VALUES (?, ?, ?)", key)
         await self.db.commit()
+        self.cache.add_link(key)
 
     async def put_blob(self, digest: str, size: int, now: float) -> bool:
         """Record a stored blob; False when a row for it existed already (then refreshed)."""

@@ -51,6 +51,7 @@ class PurgeService:
             if tag is None:
                 await db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", args)
             await db.commit()
+            self._metadata.cache.clear()
         return PurgeReport(tags=tags, dry_run=dry_run)
 
     async def manifest(self, digest: Digest, dry_run: bool) -> PurgeReport:
@@ -63,6 +64,7 @@ class PurgeService:
             await db.execute("DELETE FROM tags WHERE digest = ?", key)
             await db.execute("DELETE FROM manifests WHERE digest = ?", key)
             await db.commit()
+            self._metadata.cache.clear()
         return PurgeReport(tags=tags, manifests=manifests, dry_run=dry_run)
 
     async def blob(self, digest: Digest, dry_run: bool) -> PurgeReport:
@@ -87,5 +89,6 @@ class PurgeService:
         for table in ("tags", "manifests", "links"):
             await db.execute(f"DELETE FROM {table}")
         await db.commit()
+        self._metadata.cache.clear()
         removed = await self._remover.remove(digest for digest, _ in rows)
         return PurgeReport(tags, manifests, len(removed), sum(s for _, s in removed))
