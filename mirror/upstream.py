@@ -87,9 +87,11 @@ class UpstreamRegistry:
             sock_read=self.config.read_timeout,
         )
         # auto_decompress=False: blob bytes must reach the store exactly as the digest says.
+        # trust_env: HTTPS_PROXY / NO_PROXY apply, as operators behind a proxy expect.
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             auto_decompress=False,
+            trust_env=True,
             headers={"User-Agent": USER_AGENT},
         )
 
