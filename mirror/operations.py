@@ -88,8 +88,8 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def progress_printer() -> Callable[[int, int], None] | None:
-    """A one-line progress bar on a terminal; nothing when output goes to a file or pipe."""
-    if not sys.stderr.isatty():
+    """A one-line progress bar (on stderr, so stdout stays JSON) when stdout is a terminal."""
+    if not sys.stdout.isatty():
         return None
 
     def show(done: int, total: int) -> None:
