@@ -161,8 +161,16 @@ def _storage(section: _Section) -> StorageConfig:
         low_water=defaults.low_water if low_water is None else float(low_water),
         flush_interval=defaults.flush_interval
         if flush is None
-        else parse_duration(flush, section.key("flush_interval")),
+        else _positive(
+            parse_duration(flush, section.key("flush_interval")), section, "flush_interval"
+        ),
     )
+
+
+def _positive(seconds: float, section: _Section, name: str) -> float:
+    if seconds <= 0:
+        raise ConfigError(f"{section.key(name)}: must be more than 0")
+    return seconds
 
 
 def _admin(section: _Section) -> AdminConfig:

@@ -68,6 +68,11 @@ def test_password_file_is_read(tmp_path: Path) -> None:
         ({"upstreams": [{"password_file": "/nonexistent"}]}, "upstreams[0].password_file"),
         ({"storage": "data"}, "storage: expected a table"),
         ({"stoarge": {}}, "stoarge: unknown key"),
+        ({"storage": {"flush_interval": "0s"}}, "storage.flush_interval: must be more than 0"),
+        ({"storage": {"max_size": "lots"}}, "storage.max_size: expected a size"),
+        ({"storage": {"low_water": 1.5}}, "storage.low_water: expected a fraction"),
+        ({"admin": {"token": "short"}}, "admin.token: use at least 16 characters"),
+        ({"server": {"log_format": "xml"}}, "server.log_format: expected"),
     ],
 )
 def test_mistakes_name_the_key(data: dict[str, object], message: str) -> None:
