@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -109,9 +110,11 @@ class Fill:
                 self.size = response.content_length
                 self.started.set()
                 self._notify()
+                loop = asyncio.get_running_loop()
                 async for chunk in response.content.iter_chunked(READ_CHUNK):
-                    hasher.update(chunk)
-                    os.write(fd, chunk)
+                    # Hashing and writing leave the event loop: a slow disk (dirty-page
+                    # throttling) or a big hash must not stall the other clients.
+                    await loop.run_in_executor(None, _absorb, hasher, fd, chunk)
                     self.written += len(chunk)
                     self._notify()
             if self.size is not None and self.written != self.size:
@@ -134,3 +137,11 @@ class Fill:
             self.started.set()
             self.finished.set()
             self._notify()
+
+
+def _absorb(hasher: hashlib._Hash, fd: int, chunk: bytes) -> None:
+    """Hash a chunk and append it to the temp file (runs in a worker thread)."""
+    hasher.update(chunk)
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
