@@ -34,6 +34,8 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check mirror tests bench
 	$(BIN)/ruff format --check mirror tests bench
 	$(BIN)/mypy
+	MYPYPATH=tests $(BIN)/mypy --strict tests/fakes tests/real tests/clients tests/auth tests/*.py
+	MYPYPATH=tests $(BIN)/mypy --strict bench
 
 pytest: $(VENV)/.installed system-deps
 	$(BIN)/pytest

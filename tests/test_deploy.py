@@ -419,7 +419,8 @@ def test_kubernetes_manifests_have_the_expected_kinds() -> None:
 
 
 def test_deployment_probes_ports_volumes_and_security() -> None:
-    from mirror.config import parse_config, parse_size
+    from mirror.config import parse_config
+    from mirror.units import parse_size
 
     config = parse_config(tomllib.loads(configmap_toml()))
     deployment = kubernetes_object("Deployment")
