@@ -20,6 +20,9 @@ from mirror.routing import Target
 log = logging.getLogger(__name__)
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+# Says where an answer came from: "hit" (local), "miss" (fetched now) or "stale" (the upstream
+# failed and the cache answered; a Warning header says so too).
+CACHE_HEADER = "X-Cache"
 STALE_WARNING = '299 - "stale: the upstream could not be reached; served from cache"'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,6 +135,7 @@ async def manifest(request: web.Request, target: Target, ref_text: str) -> web.R
     request[CACHE_RESULT] = result.source
     stored = result.manifest
     headers = _headers(target)
+    headers[CACHE_HEADER] = result.source
     headers["Docker-Content-Digest"] = stored.digest
     headers["ETag"] = f'"{stored.digest}"'
     if result.stale:
@@ -158,7 +162,9 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         await head.write_eof()
         return head
     source = await service.open(target.upstream, target.repo, digest)
-    request[CACHE_RESULT] = "miss" if isinstance(source, FillingBlob) else "hit"
+    request[CACHE_RESULT] = headers[CACHE_HEADER] = (
+        "miss" if isinstance(source, FillingBlob) else "hit"
+    )
     with service.reading(digest):
         if isinstance(source, FillingBlob):
             return await _stream_fill(request, source, headers)
