@@ -173,17 +173,23 @@ def _positive(seconds: float, section: _Section, name: str) -> float:
     return seconds
 
 
+def _secret(section: _Section, name: str) -> str | None:
+    """A secret given inline (`name`) or, better, in a file (`name_file`, a mounted secret)."""
+    value = section.take_str(name)
+    path = section.take_str(f"{name}_file")
+    if path is None:
+        return value
+    if value is not None:
+        raise ConfigError(f"{section.key(name + '_file')}: set {name} or {name}_file, not both")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{section.key(name + '_file')}: cannot read: {exc.strerror}") from None
+
+
 def _admin(section: _Section) -> AdminConfig:
-    token = section.take_str("token")
-    token_file = section.take_str("token_file")
+    token = _secret(section, "token")
     section.finish()
-    if token_file is not None:
-        if token is not None:
-            raise ConfigError(f"{section.key('token_file')}: set token or token_file")
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{section.key('token_file')}: cannot read: {exc.strerror}") from None
     if token is not None and len(token) < 16:
         raise ConfigError(f"{section.key('token')}: use at least 16 characters")
     return AdminConfig(token=token)
@@ -205,17 +211,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(f"{section.key('url')}: expected an http:// or https:// URL")
     username = section.take_str("username")
-    password = section.take_str("password")
-    password_file = section.take_str("password_file")
-    if password_file is not None:
-        if password is not None:
-            raise ConfigError(f"{section.key('password_file')}: set password or password_file")
-        try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{section.key('password_file')}: cannot read: {exc.strerror}"
-            ) from None
+    password = _secret(section, "password")
     if (username is None) != (password is None):
         raise ConfigError(f"{section.key('username')}: username and password go together")
     ttl = section.take("tag_ttl")
