@@ -85,7 +85,8 @@ class BlobService:
         local = self._store.size_of(digest)
         fill = self._fills.get(key)
         if local is not None or (fill is not None and fill.size is not None):
-            await self._check_repo_holds(upstream, repo, digest)
+            if not await self._metadata.has_link(upstream.name, repo, key):
+                await self._confirm_upstream_holds(upstream, repo, digest)
             self._metrics.cache("blob", "hit" if local is not None else "miss")
             return local if local is not None else (fill.size if fill else None)
         try:
@@ -98,10 +99,13 @@ class BlobService:
     async def open(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobSource:
         """A stored blob, or a reader on the fill that is (or is now) downloading it."""
         key = str(digest)
-        if self._store.size_of(digest) is not None or key in self._fills:
-            await self._check_repo_holds(upstream, repo, digest)
-        for _ in range(3):
+        linked = await self._metadata.has_link(upstream.name, repo, key)
+        # Stat after every await, so the file cannot have gone between stat and send.
+        size = self._store.size_of(digest)
+        if (size is not None or key in self._fills) and not linked:
+            await self._confirm_upstream_holds(upstream, repo, digest)
             size = self._store.size_of(digest)
+        for _ in range(3):
             if size is not None:
                 self._metrics.cache("blob", "hit")
                 self._usage.touch(key, self._clock())
@@ -123,15 +127,14 @@ class BlobService:
                 return FillingBlob(fill, fill.open_reader())
             # The fill ended while we waited: stored (a hit next time round) or, when larger
             # than the whole bound, streamed and dropped (a new fill for this client).
+            size = self._store.size_of(digest)
         raise Unavailable(f"download of {key} did not settle; try again")
 
-    async def _check_repo_holds(
+    async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> None:
         """A blob stored for one repository is served under another only if upstream agrees."""
         key = str(digest)
-        if await self._metadata.has_link(upstream.name, repo, key):
-            return
         try:
             await upstream.head_blob(repo, key)
         except UpstreamNotFound:
