@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from real.mirror_proc import MirrorProcess
-from real.procs import ToolMissing, in_ci, require_binaries
+from real.procs import ToolMissing, attach_log_tails, in_ci, require_binaries
 from real.registry import Registry
 from real.skopeo import Skopeo
 
@@ -203,8 +203,5 @@ def pytest_runtest_makereport(
     report = yield
     if not report.failed:
         return report
-    for label, path in getattr(item, "client_logs", []):
-        text = path.read_text(errors="replace") if path.exists() else "(no file)"
-        tail = "\n".join(text.splitlines()[-LOG_TAIL:])
-        report.sections.append((f"{label} ({path})", tail or "(empty)"))
+    attach_log_tails(report, getattr(item, "client_logs", []), LOG_TAIL)
     return report

@@ -11,6 +11,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 STOP_TIMEOUT = 10.0
 
@@ -76,3 +79,11 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> i
     rc = proc.returncode
     assert rc is not None
     return rc
+
+
+def attach_log_tails(report: pytest.TestReport, logs: list[tuple[str, Path]], lines: int) -> None:
+    """Add the last `lines` of each (label, path) log to a failed test's report."""
+    for label, path in logs:
+        text = path.read_text(errors="replace") if path.exists() else "(no file)"
+        tail = "\n".join(text.splitlines()[-lines:])
+        report.sections.append((f"{label} ({path})", tail or "(empty)"))
