@@ -77,8 +77,8 @@ def make_mirror(
         admin_token: str | None = None,
     ) -> TestServer:
         # Imported here so the fakes' own tests run while the mirror is still being written.
-        from mirror.app import create_app
         from mirror.config import parse_config
+        from mirror.web.app import create_app
 
         data = copy.deepcopy(mirror_config)
         upstream = data["upstreams"][0]
@@ -128,6 +128,6 @@ def no_unhandled_server_errors(
         record
         for record in caplog.get_records("call")
         if record.levelno >= logging.ERROR
-        and (record.name.startswith("aiohttp") or record.name == "mirror.http")
+        and (record.name.startswith("aiohttp") or record.name.startswith("mirror.web"))
     ]
     assert not crashes, [f"{r.name}: {r.getMessage()}" for r in crashes]

@@ -222,8 +222,8 @@ async def test_scrape_exports_every_listed_metric(
     aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     """Fails until the mirror serves /metrics with every name in deploy/metrics.txt."""
-    from mirror.app import create_app
     from mirror.config import parse_config
+    from mirror.web.app import create_app
 
     app = create_app(parse_config({"storage": {"path": str(tmp_path / "data")}}))
     client = await aiohttp_client(app)
@@ -481,7 +481,7 @@ def test_deploy_configs_are_accepted_by_the_mirror(source: str) -> None:
 
 
 def test_dockerfile_entrypoint_is_the_console_script() -> None:
-    from mirror.cli import build_parser
+    from mirror.cli.main import build_parser
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     (entrypoint,) = dockerfile_values("ENTRYPOINT")
@@ -536,7 +536,7 @@ def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
 
 
 def test_systemd_unit_is_hardened_and_runs_serve() -> None:
-    from mirror.cli import build_parser
+    from mirror.cli.main import build_parser
 
     unit = systemd_unit(SYSTEMD_UNIT)
     exec_start = unit_value(unit, "Service", "ExecStart")

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.clock import FakeClock
 
-from mirror.app import create_app
 from mirror.config import parse_config
+from mirror.web.app import create_app
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mirror.metadata import Metadata
 from mirror.reference import Digest
-from mirror.removal import BlobRemover
+from mirror.stores.metadata import Metadata
+from mirror.stores.removal import BlobRemover
 
 
 @dataclass(frozen=True, slots=True)

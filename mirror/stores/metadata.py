@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from mirror.metadata_cache import ReadCache
+from mirror.stores.read_cache import ReadCache
 
 # Each entry moves the schema one version up; PRAGMA user_version records where a file is.
 MIGRATIONS: tuple[str, ...] = (

@@ -8,23 +8,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mirror.errors import ManifestUnknown, MirrorError, Unavailable
-from mirror.metadata import Metadata, StoredManifest, TagRow
+from mirror.media_types import ALL_MANIFEST_TYPES, accepts
 from mirror.metrics import Metrics
 from mirror.reference import Digest, Reference, Tag
-from mirror.singleflight import SingleFlight
-from mirror.upstream import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
+from mirror.services.singleflight import SingleFlight
+from mirror.stores.metadata import Metadata, StoredManifest, TagRow
+from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_V1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-DOCKER_V1 = "application/vnd.docker.distribution.manifest.v1+json"
-# Tags are resolved upstream with every type we can serve, so the cached digest is the one
-# the richest client gets (usually an index); narrower clients are handled per request.
-ALL_MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_V1_SIGNED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +26,6 @@ class ManifestResult:
     @property
     def stale(self) -> bool:
         return self.source == "stale"
-
-
-def accepts(accept: Sequence[str], media_type: str) -> bool:
-    """Whether a media type is in the client's Accept set (absent Accept or */* takes any)."""
-    if not accept:
-        return True
-    family = media_type.split("/", 1)[0]
-    return any(item in ("*/*", media_type, f"{family}/*") for item in accept)
 
 
 def referenced_digests(body: bytes) -> set[str]:

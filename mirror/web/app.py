@@ -7,12 +7,21 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from mirror import admin, health, http
-from mirror.blobs import BlobService
-from mirror.blobstore import BlobStore
 from mirror.config import Config
-from mirror.janitor import Janitor
-from mirror.keys import (
+from mirror.metrics import Metrics
+from mirror.services.blobs import BlobService
+from mirror.services.manifests import ManifestService
+from mirror.services.tag_lists import TagListService
+from mirror.stores.blob_files import BlobStore
+from mirror.stores.ledger import BlobUsage
+from mirror.stores.metadata import Metadata
+from mirror.stores.removal import BlobRemover
+from mirror.upkeep.janitor import Janitor
+from mirror.upkeep.purge import PurgeService
+from mirror.upstream.client import UpstreamRegistry
+from mirror.upstream.router import UpstreamRouter
+from mirror.web import admin_api, health, middleware, registry_api
+from mirror.web.appkeys import (
     BLOBS,
     CONFIG,
     JANITOR,
@@ -24,15 +33,6 @@ from mirror.keys import (
     TAGS,
     USAGE,
 )
-from mirror.manifests import ManifestService
-from mirror.metadata import Metadata
-from mirror.metrics import Metrics
-from mirror.purge import PurgeService
-from mirror.removal import BlobRemover
-from mirror.routing import UpstreamRouter
-from mirror.tags import TagListService
-from mirror.upstream import UpstreamRegistry
-from mirror.usage import BlobUsage
 
 METADATA_FILE = "mirror.db"
 
@@ -53,7 +53,7 @@ def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.
     metrics.storage_blobs.set_function(lambda: usage.blobs)
     metrics.storage_limit.set(config.storage.max_size)
 
-    app = web.Application(middlewares=[http.observe, http.oci_errors])
+    app = web.Application(middlewares=[middleware.observe, middleware.oci_errors])
     app[CONFIG] = config
     app[METRICS] = metrics
     app[METADATA] = metadata
@@ -64,8 +64,8 @@ def create_app(config: Config, clock: Callable[[], float] | None = None) -> web.
     app[TAGS] = TagListService(metadata, metrics)
     app[JANITOR] = janitor
     app[PURGE] = PurgeService(metadata, remover)
-    http.add_routes(app)
-    admin.add_routes(app)
+    registry_api.add_routes(app)
+    admin_api.add_routes(app)
     health.add_routes(app)
 
     async def resources(_: web.Application) -> AsyncIterator[None]:

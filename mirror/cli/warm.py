@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 
-from mirror.manifests import ALL_MANIFEST_TYPES
-from mirror.operations import OperationError
+from mirror.cli.offline import OperationError
+from mirror.media_types import ALL_MANIFEST_TYPES
 
 BLOB_CONCURRENCY = 4
 READ_CHUNK = 1024 * 1024

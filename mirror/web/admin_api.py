@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from mirror.errors import NameUnknown, NotFound, Unauthorized
-from mirror.keys import CONFIG, JANITOR, MANIFESTS, METADATA, METRICS, PURGE, ROUTER, USAGE
 from mirror.reference import Digest, Tag, parse_repository
-from mirror.upstream import UpstreamRegistry
+from mirror.upstream.client import UpstreamRegistry
+from mirror.web.appkeys import CONFIG, JANITOR, MANIFESTS, METADATA, METRICS, PURGE, ROUTER, USAGE
 
 AdminHandler = Callable[[web.Request], Awaitable[dict[str, Any]]]
 

@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mirror.blobstore import BlobStore
 from mirror.config import StorageConfig
-from mirror.metadata import Metadata
 from mirror.metrics import Metrics
 from mirror.reference import Digest
-from mirror.removal import BlobRemover
-from mirror.usage import BlobUsage
+from mirror.stores.blob_files import BlobStore
+from mirror.stores.ledger import BlobUsage
+from mirror.stores.metadata import Metadata
+from mirror.stores.removal import BlobRemover
 
 log = logging.getLogger(__name__)
 

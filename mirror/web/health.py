@@ -6,8 +6,8 @@ import os
 
 from aiohttp import web
 
-from mirror.keys import CONFIG, METADATA, METRICS
 from mirror.metrics import CONTENT_TYPE
+from mirror.web.appkeys import CONFIG, METADATA, METRICS
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from mirror import __version__
 from mirror.config import UpstreamConfig
 from mirror.errors import Unauthorized, Unavailable
 from mirror.metrics import Metrics
-from mirror.upstream_auth import TokenCache, basic_authorization, parse_challenge
+from mirror.upstream.auth import TokenCache, basic_authorization, parse_challenge
 
 log = logging.getLogger(__name__)
 

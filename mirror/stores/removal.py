@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 
-from mirror.blobstore import BlobStore
-from mirror.metadata import Metadata
 from mirror.reference import Digest
-from mirror.usage import BlobUsage
+from mirror.stores.blob_files import BlobStore
+from mirror.stores.ledger import BlobUsage
+from mirror.stores.metadata import Metadata
 
 
 class BlobRemover:

@@ -13,17 +13,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from mirror import __version__, logs
+from mirror import __version__
+from mirror.cli import log_output
+from mirror.cli.admin_client import call_server
+from mirror.cli.offline import DataFolder, OperationError, open_data
+from mirror.cli.progress import progress_printer
 from mirror.config import Config, ConfigError, load_config, parse_listen
 from mirror.errors import MirrorError
-from mirror.operations import (
-    DataFolder,
-    OperationError,
-    call_server,
-    open_data,
-    progress_printer,
-)
 from mirror.reference import Digest, Tag, parse_repository
+from mirror.web import access_log
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -92,9 +90,9 @@ def effective_config(args: argparse.Namespace) -> Config:
 def serve(config: Config, log_level: str) -> None:
     from aiohttp import web
 
-    from mirror.app import create_app
+    from mirror.web.app import create_app
 
-    logs.configure(log_level, config.server.log_format)
+    log_output.configure(log_level, config.server.log_format)
     app = create_app(config)
     names = ", ".join(f"{u.name} → {u.url}" for u in config.upstreams)
     print(
@@ -107,8 +105,8 @@ def serve(config: Config, log_level: str) -> None:
         host=config.server.host,
         port=config.server.port,
         print=None,
-        access_log_class=logs.AccessLogger,
-        access_log=logging.getLogger(logs.ACCESS_LOGGER),
+        access_log_class=access_log.AccessLogger,
+        access_log=logging.getLogger(access_log.ACCESS_LOGGER),
     )
 
 
@@ -183,7 +181,7 @@ async def _offline_purge(
 
 
 def warm(args: argparse.Namespace) -> int:
-    from mirror.warm import warm_images
+    from mirror.cli.warm import warm_images
 
     try:
         reports = asyncio.run(warm_images(args.server, args.images, args.platform))

@@ -2,47 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, Request, Response, StreamResponse
 
-from mirror.http import route_label
-from mirror.keys import BODY_SENT, CACHE_RESULT
+from mirror.web.appkeys import BODY_SENT, CACHE_RESULT
+from mirror.web.middleware import route_label
 
 ACCESS_LOGGER = "mirror.access"
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any structured fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure(level: str, log_format: str) -> None:
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def body_bytes(request: BaseRequest, response: StreamResponse) -> int:

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 
 from mirror.errors import NameUnknown
-from mirror.metadata import Metadata
 from mirror.metrics import Metrics
-from mirror.upstream import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
+from mirror.stores.metadata import Metadata
+from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mirror.errors import NameUnknown
 from mirror.reference import parse_repository
-from mirror.upstream import UpstreamRegistry
+from mirror.upstream.client import UpstreamRegistry
 
 
 @dataclass(frozen=True, slots=True)

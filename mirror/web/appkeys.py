@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mirror.blobs import BlobService
 from mirror.config import Config
-from mirror.janitor import Janitor
-from mirror.manifests import ManifestService
-from mirror.metadata import Metadata
 from mirror.metrics import Metrics
-from mirror.purge import PurgeService
-from mirror.routing import UpstreamRouter
-from mirror.tags import TagListService
-from mirror.usage import BlobUsage
+from mirror.services.blobs import BlobService
+from mirror.services.manifests import ManifestService
+from mirror.services.tag_lists import TagListService
+from mirror.stores.ledger import BlobUsage
+from mirror.stores.metadata import Metadata
+from mirror.upkeep.janitor import Janitor
+from mirror.upkeep.purge import PurgeService
+from mirror.upstream.router import UpstreamRouter
 
 CONFIG = web.AppKey("config", Config)
 ROUTER = web.AppKey("router", UpstreamRouter)

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.blobstore import BlobStore
 from mirror.errors import BlobUnknown, Unavailable
-from mirror.fill import DigestMismatch, Fill
-from mirror.metadata import Metadata
 from mirror.metrics import Metrics
 from mirror.reference import Digest
-from mirror.upstream import UpstreamNotFound, UpstreamRegistry
-from mirror.usage import BlobUsage
+from mirror.services.fill import DigestMismatch, Fill
+from mirror.stores.blob_files import BlobStore
+from mirror.stores.ledger import BlobUsage
+from mirror.stores.metadata import Metadata
+from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mirror.metadata import StoredManifest, TagRow
+    from mirror.stores.metadata import StoredManifest, TagRow
 
 MAX_TAGS = 100_000
 MAX_LINKS = 500_000
