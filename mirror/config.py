@@ -6,6 +6,7 @@ data in ./data). Unknown keys and bad values raise ConfigError naming the key's 
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from typing import Any
 
 from yarl import URL
 
-from mirror.units import ConfigError, parse_duration, parse_listen, parse_size
+from mirror.errors import ConfigError
+from mirror.units import parse_duration, parse_listen, parse_size
 
 DOCKER_HUB_NAME = "docker.io"
 DOCKER_HUB_URL = "https://registry-1.docker.io"
@@ -100,11 +102,13 @@ class _Section:
             raise ConfigError(f"{path}: expected a table, got {type(data).__name__}")
         self._data = dict(data)
         self.path = path
+        self._known: list[str] = []  # every key asked for, for "did you mean"
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
     def take(self, name: str) -> Any:
+        self._known.append(name)
         return self._data.pop(name, None)
 
     def take_str(self, name: str) -> str | None:
@@ -124,7 +128,9 @@ class _Section:
     def finish(self) -> None:
         if self._data:
             unknown = sorted(self._data)[0]
-            raise ConfigError(f"{self.key(unknown)}: unknown key")
+            close = difflib.get_close_matches(unknown, self._known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{self.key(unknown)}: unknown key{hint}")
 
 
 def _server(section: _Section) -> ServerConfig:

@@ -1,9 +1,12 @@
-"""One error vocabulary: each error knows its HTTP status and OCI error code."""
+"""One error vocabulary: what a client sees (with its HTTP status and OCI code), and the few
+signals that stay inside the process."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
+
+# -- what a client sees: one middleware turns these into an OCI error body -------------------
 
 
 class MirrorError(Exception):
@@ -72,14 +75,9 @@ class Unauthorized(MirrorError):
     code = "UNAUTHORIZED"
 
 
-class Denied(MirrorError):
-    status = 403
-    code = "DENIED"
-
-
-class TooManyRequests(MirrorError):
-    status = 429
-    code = "TOOMANYREQUESTS"
+class NotFound(MirrorError):
+    status = 404
+    code = "NOT_FOUND"
 
 
 class Unavailable(MirrorError):
@@ -89,6 +87,55 @@ class Unavailable(MirrorError):
     code = "UNAVAILABLE"
 
 
-class NotFound(MirrorError):
-    status = 404
-    code = "NOT_FOUND"
+# -- the upstream's answers, classified once (services turn them into the codes above) ---------
+
+
+class UpstreamUnavailable(Unavailable):
+    """The upstream cannot answer now (refused, timeout, 5xx, 429, auth server down, offline):
+    what stale-if-error reacts to."""
+
+    def __init__(self, upstream: str, reason: str, message: str) -> None:
+        super().__init__(f"upstream {upstream} unavailable: {message}")
+        self.upstream = upstream
+        self.reason = reason  # a bounded label for mirror_upstream_errors_total
+
+
+class UpstreamNotFound(NotFound):
+    """The upstream has nothing for this request: a 404, or another 4xx refusal such as
+    distribution's 400 MANIFEST_INVALID for an Accept set it cannot satisfy. The service that
+    knows what was asked for turns it into MANIFEST_UNKNOWN, BLOB_UNKNOWN or NAME_UNKNOWN."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(f"upstream {upstream} has no such content")
+        self.upstream = upstream
+
+
+class UpstreamDenied(Unauthorized):
+    """The upstream refused access even after authenticating."""
+
+
+class TokenServerFailed(Exception):
+    """The token server answered something other than a token (not a refusal)."""
+
+
+class TokenRefused(Exception):
+    """The token server refused our credentials (401 or 403)."""
+
+
+# -- inside the process: never shown to a client as such ---------------------------------------
+
+
+class FillFailed(Exception):
+    """A blob download ended without a verified blob: its readers cut their clients short."""
+
+
+class DigestMismatch(FillFailed):
+    """The upstream's bytes do not hash to the digest asked for."""
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+class OperationError(Exception):
+    """A one-line reason a command-line operation could not be done."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,7 +15,10 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# What a cache lookup did: answered locally, asked the upstream, or served old content because
+# the upstream could not answer.
+CacheResult = Literal["hit", "miss", "stale"]
+LookupKind = Literal["manifest", "blob", "tag"]
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -128,7 +133,7 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def cache(self, kind: str, result: str) -> None:
+    def cache(self, kind: LookupKind, result: CacheResult) -> None:
         self.cache_requests.labels(kind=kind, result=result).inc()
         if result == "stale":
             self.stale_served.inc()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key and what is wrong."""
-
+from mirror.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
 from typing import Any
 from urllib.parse import urlencode
 
-from mirror.cli.offline import OperationError
+from mirror.errors import OperationError
 
 
 def call_server(
@@ -34,3 +35,23 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return str(json.load(exc)["errors"][0]["message"])
     except (ValueError, KeyError, IndexError, TypeError):
         return exc.reason
+
+
+def admin_call(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
+    """The admin API call (method, path, query) that does what a command line asks."""
+    if args.command == "stats":
+        return "GET", "/admin/stats", {}
+    if args.command in ("gc", "verify"):
+        return "POST", f"/admin/{args.command}", {}
+    query = {"dry_run": "1"} if args.dry_run else {}
+    if args.upstream:
+        query["upstream"] = args.upstream
+    if args.all:
+        return "DELETE", "/admin/cache", query
+    if args.blob:
+        return "DELETE", f"/admin/blobs/{args.blob}", query
+    if args.manifest:
+        return "DELETE", f"/admin/manifests/{args.manifest}", query
+    if args.tag:
+        query["tag"] = args.tag
+    return "DELETE", f"/admin/cache/{args.repository}", query

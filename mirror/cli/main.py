@@ -15,12 +15,10 @@ from typing import Any
 
 from mirror import __version__
 from mirror.cli import log_output
-from mirror.cli.admin_client import call_server
-from mirror.cli.offline import DataFolder, OperationError, open_data
-from mirror.cli.progress import progress_printer
-from mirror.config import Config, ConfigError, load_config, parse_listen
-from mirror.errors import MirrorError
-from mirror.reference import Digest, Tag, parse_repository
+from mirror.cli.admin_client import admin_call, call_server
+from mirror.cli.offline import run_offline
+from mirror.config import Config, load_config, parse_listen
+from mirror.errors import ConfigError, MirrorError, OperationError
 from mirror.web import access_log
 
 EXIT_FAILED = 1
@@ -114,70 +112,9 @@ def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     """Run stats/purge/gc/verify through the admin API (--server) or on the data folder."""
     if args.server:
         token = args.token or os.environ.get("MIRROR_ADMIN_TOKEN") or config.admin.token
-        method, path, query = _admin_call(args)
+        method, path, query = admin_call(args)
         return call_server(args.server, token, method, path, query)
-    return asyncio.run(_offline(args, config))
-
-
-def _admin_call(args: argparse.Namespace) -> tuple[str, str, dict[str, str]]:
-    if args.command == "stats":
-        return "GET", "/admin/stats", {}
-    if args.command in ("gc", "verify"):
-        return "POST", f"/admin/{args.command}", {}
-    query = {"dry_run": "1"} if args.dry_run else {}
-    if args.upstream:
-        query["upstream"] = args.upstream
-    if args.all:
-        return "DELETE", "/admin/cache", query
-    if args.blob:
-        return "DELETE", f"/admin/blobs/{args.blob}", query
-    if args.manifest:
-        return "DELETE", f"/admin/manifests/{args.manifest}", query
-    if args.tag:
-        query["tag"] = args.tag
-    return "DELETE", f"/admin/cache/{args.repository}", query
-
-
-async def _offline(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    async with open_data(config) as data:
-        if args.command == "stats":
-            return {
-                "storage": {"bytes": data.usage.bytes, "blobs": data.usage.blobs},
-                "manifests": await data.metadata.count("manifests"),
-                "tags": await data.metadata.count("tags"),
-            }
-        if args.command == "gc":
-            reconciled = await data.janitor.reconcile()
-            blobs, freed = await data.janitor.evict()
-            return {
-                "reconciled": asdict(reconciled),
-                "evicted_blobs": blobs,
-                "evicted_bytes": freed,
-            }
-        if args.command == "verify":
-            report = await data.janitor.verify(progress_printer())
-            return {"checked": report.checked, "corrupt": report.corrupt, "busy": 0}
-        return await _offline_purge(args, config, data)
-
-
-async def _offline_purge(
-    args: argparse.Namespace, config: Config, data: DataFolder
-) -> dict[str, Any]:
-    if args.all:
-        report = await data.purge.everything(args.dry_run)
-    elif args.blob:
-        report = await data.purge.blob(Digest.parse(args.blob), args.dry_run)
-    elif args.manifest:
-        report = await data.purge.manifest(Digest.parse(args.manifest), args.dry_run)
-    else:
-        upstream = next((u for u in config.upstreams if u.name == (args.upstream or u.name)), None)
-        if upstream is None:
-            raise OperationError(f"no upstream named {args.upstream!r}")
-        repo = parse_repository(args.repository, upstream.is_docker_hub)
-        tag = Tag.parse(args.tag).name if args.tag else None
-        report = await data.purge.repository(upstream.name, repo, tag, args.dry_run)
-    result: dict[str, Any] = report.as_dict()
-    return result
+    return asyncio.run(run_offline(args, config))
 
 
 def warm(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from mirror.cli.offline import OperationError
+from mirror.errors import OperationError
 from mirror.media_types import ALL_MANIFEST_TYPES
 
 BLOB_CONCURRENCY = 4

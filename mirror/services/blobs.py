@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from mirror.errors import BlobUnknown, Unavailable
+from mirror.errors import BlobUnknown, DigestMismatch, FillFailed, Unavailable, UpstreamNotFound
 from mirror.metrics import Metrics
 from mirror.reference import Digest
-from mirror.services.fill import DigestMismatch, Fill
-from mirror.stores.blob_files import BlobStore
-from mirror.stores.ledger import BlobUsage
+from mirror.services.fill import BlobStream, Fill
+from mirror.stores.blob_files import BlobFiles
+from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.leases import BlobLeases
+from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
-from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry
+from mirror.upstream.client import UpstreamRegistry
 
 log = logging.getLogger(__name__)
+
+# A client whose fill ended just as it joined looks again; more than a few rounds means the
+# blob keeps failing to settle, and the client is told to retry.
+JOIN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,36 +36,28 @@ class StoredBlob:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class FillingBlob:
-    """A blob still arriving: `fd` reads the growing file through `fill.read`."""
-
-    fill: Fill
-    fd: int
-
-    def close(self) -> None:
-        """Release the reader's descriptor."""
-        os.close(self.fd)
-
-
-BlobSource = StoredBlob | FillingBlob
+BlobSource = StoredBlob | BlobStream
 
 
 class BlobService:
     def __init__(
         self,
-        store: BlobStore,
+        files: BlobFiles,
         metadata: Metadata,
-        usage: BlobUsage,
+        keeper: BlobKeeper,
+        ledger: UsageLedger,
+        leases: BlobLeases,
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
-        self._store = store
+        self._files = files
         self._metadata = metadata
-        self._usage = usage
+        self._keeper = keeper
+        self._ledger = ledger
+        self._leases = leases
         self._metrics = metrics
         self._clock = clock
-        self._fills: dict[str, Fill] = {}
+        self._fills: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.fills_inflight.set_function(lambda: len(self._fills))
 
@@ -71,46 +69,40 @@ class BlobService:
 
     @contextmanager
     def reading(self, digest: Digest) -> Iterator[None]:
-        """Mark a blob in use while a client reads it, so eviction passes it by."""
-        key = str(digest)
-        self._usage.acquire(key)
-        try:
+        """Mark a blob in use while a client reads it, so eviction and purges pass it by."""
+        with self._leases.held(digest):
             yield
-        finally:
-            self._usage.release(key)
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
         """The blob's size for a HEAD; asks the upstream only when nothing is local."""
-        key = str(digest)
-        local = self._store.size_of(digest)
-        fill = self._fills.get(key)
+        local = self._files.size_of(digest)
+        fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):
-            if not await self._metadata.has_link(upstream.name, repo, key):
+            if not await self._metadata.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
             self._metrics.cache("blob", "hit" if local is not None else "miss")
             return local if local is not None else (fill.size if fill else None)
         try:
-            size = await upstream.head_blob(repo, key)
+            size = await upstream.head_blob(repo, digest)
         except UpstreamNotFound:
-            raise BlobUnknown(f"blob unknown: {repo}@{key}") from None
-        await self._metadata.add_link(upstream.name, repo, key)
+            raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
+        await self._metadata.add_link(upstream.name, repo, digest)
         return size
 
     async def open(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobSource:
         """A stored blob, or a reader on the fill that is (or is now) downloading it."""
-        key = str(digest)
-        linked = await self._metadata.has_link(upstream.name, repo, key)
+        linked = await self._metadata.has_link(upstream.name, repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send.
-        size = self._store.size_of(digest)
-        if (size is not None or key in self._fills) and not linked:
+        size = self._files.size_of(digest)
+        if (size is not None or digest in self._fills) and not linked:
             await self._confirm_upstream_holds(upstream, repo, digest)
-            size = self._store.size_of(digest)
-        for _ in range(3):
+            size = self._files.size_of(digest)
+        for _ in range(JOIN_ATTEMPTS):
             if size is not None:
                 self._metrics.cache("blob", "hit")
-                self._usage.touch(key, self._clock())
-                return StoredBlob(self._store.path(digest), size)
-            fill = self._fills.get(key)
+                self._ledger.touch(digest, self._clock())
+                return StoredBlob(self._files.path(digest), size)
+            fill = self._fills.get(digest)
             if fill is None:
                 fill = self._start_fill(upstream, repo, digest)
             else:
@@ -119,62 +111,62 @@ class BlobService:
             try:
                 await fill.wait_started()
             except UpstreamNotFound:
-                raise BlobUnknown(f"blob unknown: {repo}@{key}") from None
+                raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
             # No await from here until the reader is open: the temp file cannot move meanwhile.
             if fill.error is not None:
-                raise Unavailable(f"download of {key} failed; try again")
+                raise Unavailable(f"download of {digest} failed; try again")
             if not fill.finished.is_set():
-                return FillingBlob(fill, fill.open_reader())
+                return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
             # than the whole bound, streamed and dropped (a new fill for this client).
-            size = self._store.size_of(digest)
-        raise Unavailable(f"download of {key} did not settle; try again")
+            size = self._files.size_of(digest)
+        raise Unavailable(f"download of {digest} did not settle; try again")
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> None:
         """A blob stored for one repository is served under another only if upstream agrees."""
-        key = str(digest)
         try:
-            await upstream.head_blob(repo, key)
+            await upstream.head_blob(repo, digest)
         except UpstreamNotFound:
-            raise BlobUnknown(f"blob unknown: {repo}@{key}") from None
-        await self._metadata.add_link(upstream.name, repo, key)
+            raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
+        await self._metadata.add_link(upstream.name, repo, digest)
 
     def _start_fill(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> Fill:
-        key = str(digest)
-        fill = Fill(digest, repo, self._store.new_temp())
-        self._fills[key] = fill
-
-        async def on_verified(done: Fill) -> None:
-            if self._usage.max_size and done.written > self._usage.max_size:
-                # Larger than the whole bound: readers finish from their open descriptors.
-                log.warning("blob %s (%d bytes) exceeds max_size; not stored", key, done.written)
-                self._store.discard(done.temp_path)
-                return
-            done.final_path = self._store.commit(done.temp_path, digest)
-            self._usage.cancel_pending(key)  # a purge of the previous copy must spare this one
-            if await self._metadata.put_blob(key, done.written, self._clock()):
-                self._usage.added(done.written)
-            await self._metadata.add_link(upstream.name, repo, key)
-
-        async def run() -> None:
-            self._usage.acquire(key)
-            try:
-                await fill.run(
-                    lambda: upstream.open_blob(repo, key), on_verified, self._store.discard
-                )
-            finally:
-                self._usage.release(key)
-                if self._fills.get(key) is fill:
-                    del self._fills[key]
-                self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
-                if isinstance(fill.error, DigestMismatch):
-                    self._metrics.digest_mismatches.inc()
-
+        fill = Fill(digest, self._files.new_temp())
+        self._fills[digest] = fill
         # The fill belongs to the service, not to the request that started it: a client
         # that goes away does not stop it.
-        task = asyncio.create_task(run(), name=f"fill {key}")
+        task = asyncio.create_task(self._run_fill(fill, upstream, repo), name=f"fill {digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
+
+    async def _run_fill(self, fill: Fill, upstream: UpstreamRegistry, repo: str) -> None:
+        """Download, store through the keeper, and only then release the last byte."""
+        digest = fill.digest
+        error: BaseException | None = None
+        self._leases.acquire(digest)
+        try:
+            await fill.download(partial(upstream.open_blob, repo, digest))
+            await self._keeper.admit(fill.temp_path, digest, fill.written, self._clock())
+        except asyncio.CancelledError:
+            error = FillFailed("fill cancelled")
+            raise
+        except Exception as exc:
+            log.warning("fill of %s failed: %s", digest, exc)
+            error = exc
+        finally:
+            if error is not None:
+                self._files.discard(fill.temp_path)
+            # Renamed into place (if stored) in this same step: a reader that arrives next
+            # finds the stored file, never a temp path that is gone.
+            fill.settle(error)
+            if self._fills.get(digest) is fill:
+                del self._fills[digest]
+            self._leases.release(digest)
+            self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
+            if isinstance(error, DigestMismatch):
+                self._metrics.digest_mismatches.inc()
+        if error is None:
+            await self._metadata.add_link(upstream.name, repo, digest)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mirror.errors import ManifestUnknown, MirrorError, Unavailable
+from mirror.errors import ManifestUnknown, Unavailable, UpstreamNotFound, UpstreamUnavailable
+from mirror.manifest_refs import referenced_digests
 from mirror.media_types import ALL_MANIFEST_TYPES, accepts
-from mirror.metrics import Metrics
+from mirror.metrics import CacheResult, Metrics
 from mirror.reference import Digest, Reference, Tag
 from mirror.services.singleflight import SingleFlight
-from mirror.stores.metadata import Metadata, StoredManifest, TagRow
-from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
+from mirror.stores.metadata import Metadata
+from mirror.stores.records import StoredManifest, TagRow
+from mirror.upstream.client import UpstreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -21,31 +22,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class ManifestResult:
     manifest: StoredManifest
-    source: str  # "hit", "miss" (asked upstream) or "stale" (upstream failed; cache served)
+    source: CacheResult
 
     @property
     def stale(self) -> bool:
         return self.source == "stale"
-
-
-def referenced_digests(body: bytes) -> set[str]:
-    """Every digest a manifest points at: config, layers, child manifests, v1 fsLayers."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return set()
-    if not isinstance(document, dict):
-        return set()
-    descriptors: list[object] = [document.get("config"), document.get("subject")]
-    for key in ("layers", "manifests"):
-        items = document.get(key)
-        if isinstance(items, list):
-            descriptors.extend(items)
-    found = {d.get("digest") for d in descriptors if isinstance(d, dict)}
-    layers = document.get("fsLayers")
-    if isinstance(layers, list):
-        found |= {layer.get("blobSum") for layer in layers if isinstance(layer, dict)}
-    return {digest for digest in found if isinstance(digest, str)}
 
 
 class ManifestService:
@@ -71,7 +52,7 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
     ) -> ManifestResult:
         if isinstance(ref, Digest):
-            result = await self._by_digest(upstream, repo, str(ref))
+            result = await self._by_digest(upstream, repo, ref)
             media_type = result.manifest.media_type
             if not accepts(accept, media_type):
                 raise ManifestUnknown(
@@ -86,7 +67,7 @@ class ManifestService:
 
     async def revalidate(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag
-    ) -> tuple[str | None, str]:
+    ) -> tuple[Digest | None, Digest]:
         """Resolve a tag upstream now, whatever its TTL; the old and the new digest."""
         row = await self._metadata.get_tag(upstream.name, repo, tag.name)
         try:
@@ -133,13 +114,13 @@ class ManifestService:
     ) -> StoredManifest:
         """Revalidate with a HEAD (free on Docker Hub) when we know the tag, else one GET."""
         if row is not None:
-            head = await upstream.head_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
-            if head.digest is not None:
-                result = await self._by_digest(upstream, repo, head.digest, linked=True)
+            digest = await upstream.head_manifest(repo, tag, ALL_MANIFEST_TYPES)
+            if digest is not None:
+                result = await self._by_digest(upstream, repo, digest, linked=True)
                 manifest = result.manifest
                 await self._remember_tag(upstream, repo, tag, manifest)
                 return manifest
-        fetched = await upstream.get_manifest(repo, tag.name, ALL_MANIFEST_TYPES)
+        fetched = await upstream.get_manifest(repo, tag, ALL_MANIFEST_TYPES)
         manifest = self._verified(fetched.body, fetched.media_type, fetched.digest, None)
         await self._store(upstream, repo, manifest)
         await self._remember_tag(upstream, repo, tag, manifest)
@@ -149,14 +130,14 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, manifest: StoredManifest
     ) -> None:
         now = self._clock()
-        row = TagRow(manifest.digest, manifest.media_type, now, now + self._tag_ttl(upstream))
-        await self._metadata.put_tag(upstream.name, repo, tag.name, row)
+        row = TagRow(manifest.digest, manifest.media_type, now + self._tag_ttl(upstream))
+        await self._metadata.put_tag(upstream.name, repo, tag.name, row, now)
 
     async def _fetch_for_accept(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, accept: Sequence[str]
     ) -> StoredManifest:
         try:
-            fetched = await upstream.get_manifest(repo, tag.name, accept)
+            fetched = await upstream.get_manifest(repo, tag, accept)
         except UpstreamNotFound:
             raise ManifestUnknown(f"{repo}:{tag} has no manifest of an accepted type") from None
         if not accepts(accept, fetched.media_type):
@@ -168,7 +149,7 @@ class ManifestService:
     # -- digests ----------------------------------------------------------------------------
 
     async def _by_digest(
-        self, upstream: UpstreamRegistry, repo: str, digest: str, linked: bool = False
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, linked: bool = False
     ) -> ManifestResult:
         """Local first; `linked` says the upstream just vouched that repo holds this digest."""
         stored = await self._metadata.get_manifest(digest)
@@ -189,7 +170,7 @@ class ManifestService:
             raise ManifestUnknown(f"manifest unknown: {repo}@{digest}") from None
 
     async def _confirm_upstream_holds(
-        self, upstream: UpstreamRegistry, repo: str, digest: str
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> None:
         """Content cached for another repository is served here only if upstream agrees."""
         try:
@@ -199,7 +180,7 @@ class ManifestService:
         await self._metadata.add_link(upstream.name, repo, digest)
 
     async def _fetch_digest(
-        self, upstream: UpstreamRegistry, repo: str, digest: str
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> StoredManifest:
         fetched = await upstream.get_manifest(repo, digest, ALL_MANIFEST_TYPES)
         manifest = self._verified(fetched.body, fetched.media_type, fetched.digest, digest)
@@ -207,24 +188,17 @@ class ManifestService:
         return manifest
 
     def _verified(
-        self, body: bytes, media_type: str, header_digest: str | None, wanted: str | None
+        self, body: bytes, media_type: str, header_digest: Digest | None, wanted: Digest | None
     ) -> StoredManifest:
         """Check the bytes against the digest asked for and the one the upstream announced."""
         for claimed in (wanted, header_digest):
-            if claimed is not None and not _matches(claimed, body):
+            if claimed is not None and not claimed.matches(body):
                 self._metrics.digest_mismatches.inc()
                 raise Unavailable(f"upstream manifest does not match {claimed}")
         # Keep the digest in the algorithm the client and the upstream speak.
-        digest = wanted or header_digest or str(Digest.of(body))
+        digest = wanted or header_digest or Digest.of(body)
         return StoredManifest(digest, media_type, body)
 
     async def _store(self, upstream: UpstreamRegistry, repo: str, manifest: StoredManifest) -> None:
-        references: Iterable[str] = referenced_digests(manifest.body)
+        references = referenced_digests(manifest.body)
         await self._metadata.put_manifest(manifest, self._clock(), upstream.name, repo, references)
-
-
-def _matches(claimed: str, body: bytes) -> bool:
-    try:
-        return Digest.parse(claimed).matches(body)
-    except MirrorError:
-        return False

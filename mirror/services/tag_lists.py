@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mirror.errors import NameUnknown
+from mirror.errors import NameUnknown, UpstreamNotFound, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.stores.metadata import Metadata
-from mirror.upstream.client import UpstreamNotFound, UpstreamRegistry, UpstreamUnavailable
+from mirror.upstream.client import UpstreamRegistry
 
 
 @dataclass(frozen=True, slots=True)

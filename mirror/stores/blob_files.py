@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from mirror.errors import MirrorError
+from mirror.errors import DigestInvalid
 from mirror.reference import Digest
 
 log = logging.getLogger(__name__)
@@ -16,11 +16,10 @@ log = logging.getLogger(__name__)
 HASH_CHUNK = 1024 * 1024
 
 
-class BlobStore:
+class BlobFiles:
     """The shared blob files of every upstream and repository; one copy per digest."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         self.blobs_dir = root / "blobs"
         # Temp files live on the same filesystem as the blobs, so the final rename is atomic.
         self.tmp_dir = root / "tmp"
@@ -63,7 +62,7 @@ class BlobStore:
                 continue
             try:
                 digest: Digest | None = Digest.parse(f"{path.parent.parent.name}:{path.name}")
-            except MirrorError:
+            except DigestInvalid:
                 digest = None
             yield path, digest
 

@@ -1,148 +1,119 @@
-"""The local side's index in SQLite: tags with expiry, manifests by digest, blobs, repo links."""
+"""The local side's index in SQLite: tags with expiry, manifests by digest, blobs, repo links.
+
+The only code that speaks SQL. Reads run as one `execute_fetchall` call, so no cursor stays
+open across an await; writes hold `_writing`, so one task's commit never commits another
+task's half-done statements on the shared connection.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
+from mirror.reference import Digest
 from mirror.stores.read_cache import ReadCache
+from mirror.stores.records import BlobRow, Forgotten, StoredManifest, TagRow
+from mirror.stores.schema import migrate
 
-# Each entry moves the schema one version up; PRAGMA user_version records where a file is.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE tags (
-        upstream TEXT NOT NULL,
-        repo TEXT NOT NULL,
-        tag TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        media_type TEXT NOT NULL,
-        fetched_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        PRIMARY KEY (upstream, repo, tag)
-    ) WITHOUT ROWID;
-    CREATE TABLE manifests (
-        digest TEXT PRIMARY KEY,
-        media_type TEXT NOT NULL,
-        body BLOB NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE blobs (
-        digest TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        last_access REAL NOT NULL
-    );
-    -- Which repository of which upstream is known to hold a piece of content.
-    CREATE TABLE links (
-        upstream TEXT NOT NULL,
-        repo TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        PRIMARY KEY (upstream, repo, digest)
-    ) WITHOUT ROWID;
-    """,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class TagRow:
-    digest: str
-    media_type: str
-    fetched_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class StoredManifest:
-    digest: str
-    media_type: str
-    body: bytes
+DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
+TABLES = ("tags", "manifests", "blobs", "links")
 
 
 class Metadata:
-    """One long-lived aiosqlite connection in WAL mode."""
+    """One long-lived aiosqlite connection in WAL mode, and the read cache in front of it."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
-        # What hits read, kept in memory; whoever writes SQL around these methods clears it.
-        self.cache = ReadCache()
+        self._connection: aiosqlite.Connection | None = None
+        self._writing = asyncio.Lock()
+        # What hits read, kept in memory; every write below updates it while holding
+        # `_writing`, so a purge that clears it cannot be undone by a write finishing late.
+        self._cache = ReadCache()
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        assert self._db is not None, "Metadata.open() was not awaited"
-        return self._db
+    def _db(self) -> aiosqlite.Connection:
+        assert self._connection is not None, "Metadata.open() was not awaited"
+        return self._connection
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path)
+        self._connection = await aiosqlite.connect(self._path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
+        await migrate(self._db)
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
-    async def _migrate(self) -> None:
-        async with self.db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self.db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+    async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self._db.execute_fetchall(sql, args)]
+
+    async def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        rows = await self._rows(sql, args)
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def ping(self) -> None:
+        """Fails when the database is not usable (readiness)."""
+        await self._rows("SELECT 1")
 
     # -- tags -------------------------------------------------------------------------------
 
     async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
         key = (upstream, repo, tag)
-        cached = self.cache.tags.get(key)
+        cached = self._cache.tags.get(key)
         if cached is not None:
             return cached
-        async with self.db.execute(
-            "SELECT digest, media_type, fetched_at, expires_at FROM tags"
+        generation = self._cache.generation
+        rows = await self._rows(
+            "SELECT digest, media_type, expires_at FROM tags"
             " WHERE upstream = ? AND repo = ? AND tag = ?",
             key,
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
-        found = TagRow(row[0], row[1], row[2], row[3])
-        self.cache.put_tag(key, found)
+        digest, media_type, expires_at = rows[0]
+        found = TagRow(Digest.parse(digest), media_type, float(expires_at))
+        if self._cache.generation == generation:
+            self._cache.put_tag(key, found)
         return found
 
-    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (upstream, repo, tag, row.digest, row.media_type, row.fetched_at, row.expires_at),
-        )
-        await self.db.commit()
-        self.cache.put_tag((upstream, repo, tag), row)
+    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow, now: float) -> None:
+        async with self._writing:
+            await self._db.execute(
+                "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (upstream, repo, tag, str(row.digest), row.media_type, now, row.expires_at),
+            )
+            await self._db.commit()
+            self._cache.put_tag((upstream, repo, tag), row)
 
     async def list_tags(self, upstream: str, repo: str) -> list[str]:
-        async with self.db.execute(
-            "SELECT tag FROM tags WHERE upstream = ? AND repo = ? ORDER BY tag",
-            (upstream, repo),
-        ) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        rows = await self._rows(
+            "SELECT tag FROM tags WHERE upstream = ? AND repo = ? ORDER BY tag", (upstream, repo)
+        )
+        return [str(row[0]) for row in rows]
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, digest: str) -> StoredManifest | None:
-        cached = self.cache.manifest(digest)
+    async def get_manifest(self, digest: Digest) -> StoredManifest | None:
+        cached = self._cache.manifest(digest)
         if cached is not None:
             return cached
-        async with self.db.execute(
-            "SELECT media_type, body FROM manifests WHERE digest = ?", (digest,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        generation = self._cache.generation
+        rows = await self._rows(
+            "SELECT media_type, body FROM manifests WHERE digest = ?", (str(digest),)
+        )
+        if not rows:
             return None
-        found = StoredManifest(digest, row[0], bytes(row[1]))
-        self.cache.put_manifest(found)
+        found = StoredManifest(digest, rows[0][0], bytes(rows[0][1]))
+        if self._cache.generation == generation:
+            self._cache.put_manifest(found)
         return found
 
     async def put_manifest(
@@ -151,95 +122,154 @@ class Metadata:
         now: float,
         upstream: str,
         repo: str,
-        references: Iterable[str],
+        references: Iterable[Digest],
     ) -> None:
         """Store a verified manifest and link it, and all it references, to the repository."""
-        await self.db.execute(
-            "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?)",
-            (manifest.digest, manifest.media_type, manifest.body, now),
-        )
         links = [(upstream, repo, digest) for digest in {manifest.digest, *references}]
-        await self.db.executemany("INSERT OR IGNORE INTO links VALUES (?, ?, ?)", links)
-        await self.db.commit()
-        self.cache.put_manifest(manifest)
-        for link in links:
-            self.cache.add_link(link)
+        async with self._writing:
+            await self._db.execute(
+                "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?)",
+                (str(manifest.digest), manifest.media_type, manifest.body, now),
+            )
+            await self._db.executemany(
+                "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
+                [(up, name, str(digest)) for up, name, digest in links],
+            )
+            await self._db.commit()
+            self._cache.put_manifest(manifest)
+            for link in links:
+                self._cache.add_link(link)
 
-    # -- blobs and links --------------------------------------------------------------------
+    # -- links ------------------------------------------------------------------------------
 
-    async def has_link(self, upstream: str, repo: str, digest: str) -> bool:
+    async def has_link(self, upstream: str, repo: str, digest: Digest) -> bool:
         key = (upstream, repo, digest)
-        if key in self.cache.links:
+        if key in self._cache.links:
             return True
-        async with self.db.execute(
-            "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?", key
-        ) as cursor:
-            found = await cursor.fetchone() is not None
-        if found:
-            self.cache.add_link(key)
+        generation = self._cache.generation
+        found = bool(
+            await self._rows(
+                "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
+                (upstream, repo, str(digest)),
+            )
+        )
+        if found and self._cache.generation == generation:
+            self._cache.add_link(key)
         return found
 
-    async def add_link(self, upstream: str, repo: str, digest: str) -> None:
+    async def add_link(self, upstream: str, repo: str, digest: Digest) -> None:
         key = (upstream, repo, digest)
-        if key in self.cache.links:
+        if key in self._cache.links:
             return  # already recorded: no write (this runs on every revalidation)
-        await self.db.execute("INSERT OR IGNORE INTO links VALUES (?, ?, ?)", key)
-        await self.db.commit()
-        self.cache.add_link(key)
-
-    async def put_blob(self, digest: str, size: int, now: float) -> bool:
-        """Record a stored blob; False when a row for it existed already (then refreshed)."""
-        async with self.db.execute(
-            "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (digest, size, now, now)
-        ) as cursor:
-            inserted = cursor.rowcount == 1
-        if not inserted:
-            await self.db.execute(
-                "UPDATE blobs SET size = ?, last_access = ? WHERE digest = ?", (size, now, digest)
+        async with self._writing:
+            await self._db.execute(
+                "INSERT OR IGNORE INTO links VALUES (?, ?, ?)", (upstream, repo, str(digest))
             )
-        await self.db.commit()
+            await self._db.commit()
+            self._cache.add_link(key)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def put_blob(self, digest: Digest, size: int, now: float) -> bool:
+        """Record a stored blob; False when a row for it existed already (then refreshed)."""
+        key = str(digest)
+        async with self._writing:
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (key, size, now, now)
+            )
+            inserted = cursor.rowcount == 1
+            await cursor.close()
+            if not inserted:
+                await self._db.execute(
+                    "UPDATE blobs SET size = ?, last_access = ? WHERE digest = ?", (size, now, key)
+                )
+            await self._db.commit()
         return inserted
 
-    # -- upkeep (janitor, purge, stats) -------------------------------------------------------
+    async def blob_row(self, digest: Digest) -> BlobRow | None:
+        rows = await self._rows("SELECT size FROM blobs WHERE digest = ?", (str(digest),))
+        return BlobRow(digest, int(rows[0][0])) if rows else None
 
-    async def blob_rows(self) -> list[tuple[str, int]]:
-        async with self.db.execute("SELECT digest, size FROM blobs") as cursor:
-            return [(row[0], int(row[1])) for row in await cursor.fetchall()]
+    async def blob_rows(self) -> list[BlobRow]:
+        rows = await self._rows("SELECT digest, size FROM blobs")
+        return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
 
-    async def blobs_by_last_access(self) -> list[tuple[str, int]]:
+    async def blobs_by_last_access(self) -> list[BlobRow]:
         """Every stored blob, least recently used first (the eviction order)."""
-        async with self.db.execute(
-            "SELECT digest, size FROM blobs ORDER BY last_access, created_at"
-        ) as cursor:
-            return [(row[0], int(row[1])) for row in await cursor.fetchall()]
+        rows = await self._rows("SELECT digest, size FROM blobs ORDER BY last_access, created_at")
+        return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
 
-    async def touch_blobs(self, accessed: Iterable[tuple[str, float]]) -> None:
+    async def touch_blobs(self, accessed: Iterable[tuple[Digest, float]]) -> None:
         """Write a batch of last-access times (the janitor flushes them periodically)."""
-        await self.db.executemany(
-            "UPDATE blobs SET last_access = max(last_access, ?) WHERE digest = ?",
-            [(when, digest) for digest, when in accessed],
-        )
-        await self.db.commit()
+        updates = [(when, str(digest)) for digest, when in accessed]
+        async with self._writing:
+            await self._db.executemany(
+                "UPDATE blobs SET last_access = max(last_access, ?) WHERE digest = ?", updates
+            )
+            await self._db.commit()
 
-    async def delete_blobs(self, digests: Iterable[str]) -> list[tuple[str, int]]:
-        """Delete these rows; returns (digest, size) of the ones that existed."""
-        deleted: list[tuple[str, int]] = []
-        for digest in digests:
-            async with self.db.execute(
-                "DELETE FROM blobs WHERE digest = ? RETURNING digest, size", (digest,)
-            ) as cursor:
-                deleted.extend((row[0], int(row[1])) for row in await cursor.fetchall())
-        await self.db.commit()
+    async def delete_blobs(self, digests: Iterable[Digest]) -> list[BlobRow]:
+        """Delete these rows; returns the ones that existed (whoever deletes first counts)."""
+        keys = [str(digest) for digest in digests]
+        deleted: list[BlobRow] = []
+        async with self._writing:
+            for start in range(0, len(keys), DELETE_BATCH):
+                batch = keys[start : start + DELETE_BATCH]
+                marks = ", ".join("?" * len(batch))
+                rows = await self._db.execute_fetchall(
+                    f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
+                )
+                deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
+            await self._db.commit()
         return deleted
 
-    async def count(self, table: str, upstream: str | None = None) -> int:
-        assert table in ("tags", "manifests", "blobs", "links")
-        where, args = ("WHERE upstream = ?", (upstream,)) if upstream is not None else ("", ())
-        async with self.db.execute(f"SELECT count(*) FROM {table} {where}", args) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+    # -- purges and statistics --------------------------------------------------------------
 
-    async def ping(self) -> None:
-        """Fails when the database is not usable (readiness)."""
-        async with self.db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+    async def forget_tags(self, upstream: str, repo: str, tag: str | None, dry_run: bool) -> int:
+        """Forget a repository's tags (or one tag) and, for the whole repository, its links."""
+        args: tuple[str, ...]
+        if tag is not None:
+            where, args = "upstream = ? AND repo = ? AND tag = ?", (upstream, repo, tag)
+        else:
+            where, args = "upstream = ? AND repo = ?", (upstream, repo)
+        async with self._writing:
+            tags = await self._scalar(f"SELECT count(*) FROM tags WHERE {where}", args)
+            if dry_run:
+                return tags
+            await self._db.execute(f"DELETE FROM tags WHERE {where}", args)
+            if tag is None:
+                await self._db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", args)
+            await self._db.commit()
+            self._cache.clear()
+        return tags
+
+    async def forget_manifest(self, digest: Digest, dry_run: bool) -> Forgotten:
+        """Forget a manifest and the tags that point at it (the next pull resolves them)."""
+        key = (str(digest),)
+        async with self._writing:
+            manifests = await self._scalar("SELECT count(*) FROM manifests WHERE digest = ?", key)
+            tags = await self._scalar("SELECT count(*) FROM tags WHERE digest = ?", key)
+            if not dry_run:
+                await self._db.execute("DELETE FROM tags WHERE digest = ?", key)
+                await self._db.execute("DELETE FROM manifests WHERE digest = ?", key)
+                await self._db.commit()
+                self._cache.clear()
+        return Forgotten(tags=tags, manifests=manifests)
+
+    async def forget_all(self, dry_run: bool) -> Forgotten:
+        """Forget every tag, manifest and link (blob rows go through the blob keeper)."""
+        async with self._writing:
+            tags = await self._scalar("SELECT count(*) FROM tags")
+            manifests = await self._scalar("SELECT count(*) FROM manifests")
+            if not dry_run:
+                for table in ("tags", "manifests", "links"):
+                    await self._db.execute(f"DELETE FROM {table}")
+                await self._db.commit()
+                self._cache.clear()
+        return Forgotten(tags=tags, manifests=manifests)
+
+    async def count(self, table: str, upstream: str | None = None) -> int:
+        assert table in TABLES
+        if upstream is None:
+            return await self._scalar(f"SELECT count(*) FROM {table}")
+        return await self._scalar(f"SELECT count(*) FROM {table} WHERE upstream = ?", (upstream,))

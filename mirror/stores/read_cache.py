@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from mirror.stores.metadata import StoredManifest, TagRow
+from mirror.reference import Digest
+from mirror.stores.records import StoredManifest, TagRow
 
 MAX_TAGS = 100_000
 MAX_LINKS = 500_000
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 TagKey = tuple[str, str, str]  # (upstream, repo, tag)
-LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
+LinkKey = tuple[str, str, Digest]  # (upstream, repo, digest)
 
 
 class ReadCache:
@@ -26,8 +25,10 @@ class ReadCache:
     def __init__(self) -> None:
         self.tags: dict[TagKey, TagRow] = {}
         self.links: set[LinkKey] = set()
-        self._manifests: OrderedDict[str, StoredManifest] = OrderedDict()
+        self._manifests: OrderedDict[Digest, StoredManifest] = OrderedDict()
         self._manifest_bytes = 0
+        # Bumped by clear(): a read that began before a purge must not cache what it found.
+        self.generation = 0
 
     def put_tag(self, key: TagKey, row: TagRow) -> None:
         if len(self.tags) >= MAX_TAGS and key not in self.tags:
@@ -39,7 +40,7 @@ class ReadCache:
             self.links.clear()
         self.links.add(key)
 
-    def manifest(self, digest: str) -> StoredManifest | None:
+    def manifest(self, digest: Digest) -> StoredManifest | None:
         manifest = self._manifests.get(digest)
         if manifest is not None:
             self._manifests.move_to_end(digest)
@@ -56,6 +57,7 @@ class ReadCache:
             self._manifest_bytes -= len(oldest.body)
 
     def clear(self) -> None:
+        self.generation += 1
         self.tags.clear()
         self.links.clear()
         self._manifests.clear()

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from mirror.config import StorageConfig
 from mirror.metrics import Metrics
 from mirror.reference import Digest
-from mirror.stores.blob_files import BlobStore
-from mirror.stores.ledger import BlobUsage
+from mirror.stores.blob_files import BlobFiles
+from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.leases import BlobLeases
+from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
-from mirror.stores.removal import BlobRemover
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +42,20 @@ class Janitor:
     def __init__(
         self,
         metadata: Metadata,
-        store: BlobStore,
-        usage: BlobUsage,
+        files: BlobFiles,
+        keeper: BlobKeeper,
+        ledger: UsageLedger,
+        leases: BlobLeases,
         config: StorageConfig,
         metrics: Metrics,
-        clock: Callable[[], float],
-        remover: BlobRemover,
     ) -> None:
-        self._remover = remover
         self._metadata = metadata
-        self._store = store
-        self._usage = usage
+        self._files = files
+        self._keeper = keeper
+        self._ledger = ledger
+        self._leases = leases
         self._config = config
         self._metrics = metrics
-        self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one eviction or verify at a time
 
@@ -73,11 +74,11 @@ class Janitor:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._usage.over_limit.wait(), self._config.flush_interval)
+                await asyncio.wait_for(self._ledger.over_limit.wait(), self._config.flush_interval)
             try:
                 await self.flush()
                 evicted, _ = await self.evict()
-                if not evicted and self._usage.over_limit.is_set():
+                if not evicted and self._ledger.over_limit.is_set():
                     # Over the bound, but every blob is being read or fetched: wait a little
                     # rather than spin.
                     await asyncio.sleep(BUSY_RETRY)
@@ -89,27 +90,27 @@ class Janitor:
 
     async def flush(self) -> None:
         """Write the batched last-access times: one transaction, not one per request."""
-        accessed = self._usage.take_accessed()
+        accessed = self._ledger.take_accessed()
         if accessed:
             await self._metadata.touch_blobs(accessed.items())
 
     async def reconcile(self) -> ReconcileReport:
         """Make rows and files agree after a crash: no row without a file, no file without a row."""
-        report = ReconcileReport(temp_files=self._store.sweep_temps())
-        rows = dict(await self._metadata.blob_rows())
-        on_disk: set[str] = set()
-        for path, digest in self._store.stored_files():
-            if digest is None or str(digest) not in rows:
+        report = ReconcileReport(temp_files=self._files.sweep_temps())
+        rows = {row.digest: row.size for row in await self._metadata.blob_rows()}
+        on_disk: set[Digest] = set()
+        for path, digest in self._files.stored_files():
+            if digest is None or digest not in rows:
                 path.unlink(missing_ok=True)
                 report.files_without_row += 1
             else:
-                on_disk.add(str(digest))
+                on_disk.add(digest)
         missing = [digest for digest in rows if digest not in on_disk]
         if missing:
             await self._metadata.delete_blobs(missing)
         report.rows_without_file = len(missing)
         kept = [size for digest, size in rows.items() if digest in on_disk]
-        self._usage.reset(sum(kept), len(kept))
+        self._ledger.reset(sum(kept), len(kept))
         if report.temp_files or report.rows_without_file or report.files_without_row:
             log.warning("reconciled the store after an unclean stop: %s", report)
         return report
@@ -117,19 +118,21 @@ class Janitor:
     async def evict(self) -> tuple[int, int]:
         """Delete least recently used blobs until usage is under the low-water mark."""
         limit = self._config.max_size
-        if not limit or self._usage.bytes <= limit:
+        if not limit or self._ledger.bytes <= limit:
             return 0, 0
         async with self._lock:
             await self.flush()
             target = limit * self._config.low_water
-            evicted: list[tuple[str, int]] = []
-            for digest, size in await self._metadata.blobs_by_last_access():
-                if self._usage.bytes - sum(s for _, s in evicted) <= target:
+            remaining = self._ledger.bytes
+            chosen: list[Digest] = []
+            for row in await self._metadata.blobs_by_last_access():
+                if remaining <= target:
                     break
-                if not self._usage.busy(digest):
-                    evicted.append((digest, size))
-            removed = await self._remover.remove(digest for digest, _ in evicted)
-        freed = sum(size for _, size in removed)
+                if not self._leases.busy(row.digest):
+                    chosen.append(row.digest)
+                    remaining -= row.size
+            removed = await self._keeper.remove(chosen)
+        freed = sum(row.size for row in removed)
         self._metrics.evicted_blobs.inc(len(removed))
         self._metrics.evicted_bytes.inc(freed)
         log.info("evicted %d blobs (%d bytes) to stay under %d bytes", len(removed), freed, limit)
@@ -141,16 +144,15 @@ class Janitor:
         loop = asyncio.get_running_loop()
         async with self._lock:
             rows = await self._metadata.blob_rows()
-            for index, (text, _) in enumerate(rows, start=1):
-                digest = Digest.parse(text)
-                if self._usage.busy(text):
+            for index, row in enumerate(rows, start=1):
+                if self._leases.busy(row.digest):
                     report.skipped_busy += 1
                     continue
                 report.checked += 1
-                if not await loop.run_in_executor(None, self._store.matches_digest, digest):
-                    report.corrupt.append(text)
-                    await self._remover.remove([text])
-                    log.error("blob %s failed verification and was removed", text)
+                if not await loop.run_in_executor(None, self._files.matches_digest, row.digest):
+                    report.corrupt.append(str(row.digest))
+                    await self._keeper.remove([row.digest])
+                    log.error("blob %s failed verification and was removed", row.digest)
                 if progress is not None:
                     progress(index, len(rows))
         return report

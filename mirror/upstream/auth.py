@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import base64
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
+
+from mirror.errors import TokenRefused, TokenServerFailed
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 DEFAULT_TOKEN_LIFETIME = 60.0  # the token spec's default for a missing expires_in
@@ -35,11 +37,6 @@ def parse_challenge(header: str) -> Challenge | None:
     if scheme == "bearer" and not realm:
         return None
     return Challenge(scheme, realm, params.get("service"), params.get("scope"))
-
-
-def basic_authorization(username: str, password: str) -> str:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 class TokenCache:
@@ -70,23 +67,39 @@ class TokenCache:
         scope: str,
         credentials: str | None,
     ) -> str:
-        """Ask the challenge's realm for a token; PermissionError when it refuses us."""
+        """Ask the challenge's realm for a token; TokenRefused when it refuses our credentials,
+        TokenServerFailed when it answers anything else but a token."""
         query: dict[str, str] = {"scope": challenge.scope or scope}
         if challenge.service:
             query["service"] = challenge.service
         url = URL(challenge.realm).update_query(query)
-        headers = {"Authorization": credentials} if credentials else {}
+        # The session leaves bodies compressed (blob bytes must match their digest): ask the
+        # token server for plain JSON.
+        headers = {"Accept-Encoding": "identity"}
+        if credentials:
+            headers["Authorization"] = credentials
         async with session.get(url, headers=headers, allow_redirects=False) as response:
             if response.status in (401, 403):
-                raise PermissionError(f"token server answered {response.status}")
+                raise TokenRefused(f"token server answered {response.status}")
             if response.status != 200:
-                raise ValueError(f"token server answered {response.status}")
-            payload = await response.json(content_type=None)
+                raise TokenServerFailed(f"token server answered {response.status}")
+            body = b""
+            while len(body) <= MAX_TOKEN_BYTES:
+                chunk = await response.content.read(MAX_TOKEN_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        if len(body) > MAX_TOKEN_BYTES:
+            raise TokenServerFailed("token response is too large")
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            raise TokenServerFailed("token response is not JSON") from None
         if not isinstance(payload, dict):
-            raise ValueError("token response is not an object")
+            raise TokenServerFailed("token response is not an object")
         token = payload.get("token") or payload.get("access_token")
         if not isinstance(token, str) or not token:
-            raise ValueError("token response has no token")
+            raise TokenServerFailed("token response has no token")
         lifetime = payload.get("expires_in")
         if not isinstance(lifetime, int | float) or lifetime <= 0:
             lifetime = DEFAULT_TOKEN_LIFETIME

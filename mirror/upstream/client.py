@@ -7,16 +7,32 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
 from mirror import __version__
 from mirror.config import UpstreamConfig
-from mirror.errors import Unauthorized, Unavailable
+from mirror.errors import (
+    TokenRefused,
+    TokenServerFailed,
+    UpstreamDenied,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from mirror.metrics import Metrics
-from mirror.upstream.auth import TokenCache, basic_authorization, parse_challenge
+from mirror.reference import Digest, Reference
+from mirror.upstream.auth import TokenCache, parse_challenge
+from mirror.upstream.responses import (
+    FetchedManifest,
+    RateLimit,
+    accept_headers,
+    content_digest,
+    media_type,
+    rate_limit,
+    request_kind,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,43 +41,6 @@ MAX_REDIRECTS = 5
 DEFAULT_COOLDOWN = 60.0  # a 429 without Retry-After
 USER_AGENT = f"mirror/{__version__} (pull-through cache)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class UpstreamUnavailable(Unavailable):
-    """The upstream cannot answer now (refused, timeout, 5xx, 429, auth server down, offline)."""
-
-    def __init__(self, upstream: str, reason: str, message: str) -> None:
-        super().__init__(f"upstream {upstream} unavailable: {message}")
-        self.reason = reason
-
-
-class UpstreamNotFound(Exception):
-    """The upstream has nothing for this request: a 404, or another 4xx refusal such as
-    distribution's 400 MANIFEST_INVALID for an Accept set it cannot satisfy."""
-
-
-class UpstreamDenied(Unauthorized):
-    """The upstream refused access even after authenticating."""
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestHead:
-    digest: str | None
-    media_type: str
-    size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedManifest:
-    body: bytes
-    media_type: str
-    digest: str | None  # the upstream's Docker-Content-Digest, when sent
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    limit: int | None = None
-    remaining: int | None = None
 
 
 class UpstreamRegistry:
@@ -105,19 +84,20 @@ class UpstreamRegistry:
 
     # -- the distribution API -------------------------------------------------------------
 
-    async def head_manifest(self, repo: str, ref: str, accept: Sequence[str]) -> ManifestHead:
+    async def head_manifest(
+        self, repo: str, ref: Reference, accept: Sequence[str]
+    ) -> Digest | None:
+        """The digest the upstream serves for a reference (None if it does not say)."""
         path = f"/v2/{repo}/manifests/{ref}"
-        async with self._request("HEAD", path, repo, _accept_headers(accept)) as response:
+        async with self._request("HEAD", path, repo, accept_headers(accept)) as response:
             self._expect_ok(response)
-            return ManifestHead(
-                digest=response.headers.get("Docker-Content-Digest"),
-                media_type=_media_type(response),
-                size=response.content_length,
-            )
+            return content_digest(response)
 
-    async def get_manifest(self, repo: str, ref: str, accept: Sequence[str]) -> FetchedManifest:
+    async def get_manifest(
+        self, repo: str, ref: Reference, accept: Sequence[str]
+    ) -> FetchedManifest:
         path = f"/v2/{repo}/manifests/{ref}"
-        async with self._request("GET", path, repo, _accept_headers(accept)) as response:
+        async with self._request("GET", path, repo, accept_headers(accept)) as response:
             self._expect_ok(response)
             length = response.content_length
             if length is not None and length > MAX_MANIFEST_BYTES:
@@ -125,18 +105,18 @@ class UpstreamRegistry:
             body = await self._read_limited(response, MAX_MANIFEST_BYTES)
             return FetchedManifest(
                 body=body,
-                media_type=_media_type(response),
-                digest=response.headers.get("Docker-Content-Digest"),
+                media_type=media_type(response),
+                digest=content_digest(response),
             )
 
-    async def head_blob(self, repo: str, digest: str) -> int | None:
+    async def head_blob(self, repo: str, digest: Digest) -> int | None:
         """The blob's size if the upstream holds it under this repository."""
         async with self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo, {}) as response:
             self._expect_ok(response)
             return response.content_length
 
     @asynccontextmanager
-    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def open_blob(self, repo: str, digest: Digest) -> AsyncIterator[aiohttp.ClientResponse]:
         """A 200 response whose body is the blob; the caller streams it."""
         async with self._request("GET", f"/v2/{repo}/blobs/{digest}", repo, {}) as response:
             self._expect_ok(response)
@@ -157,7 +137,7 @@ class UpstreamRegistry:
         self, method: str, path: str, repo: str, headers: Mapping[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One logical request: auth challenge answered once, redirects followed by hand."""
-        kind = _kind(path)
+        kind = request_kind(path)
         started = time.perf_counter()
         try:
             if self.config.offline:
@@ -226,11 +206,11 @@ class UpstreamRegistry:
         assert self._session is not None
         try:
             token = await self._tokens.fetch_bearer(self._session, challenge, scope, credentials)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, TokenServerFailed) as exc:
             raise UpstreamUnavailable(
                 self.name, "auth", f"token server failed: {type(exc).__name__}"
             ) from None
-        except PermissionError:
+        except TokenRefused:
             raise UpstreamDenied(f"upstream {self.name} token server refused us") from None
         self._metrics.upstream_requests.labels(self.name, "token", "200").inc()
         return token
@@ -239,32 +219,33 @@ class UpstreamRegistry:
         """The configured credentials as a `Basic …` header value."""
         if self.config.username is None or self.config.password is None:
             return None
-        return basic_authorization(self.config.username, self.config.password)
+        return aiohttp.encode_basic_auth(self.config.username, self.config.password)
 
     def _expect_ok(self, response: aiohttp.ClientResponse) -> None:
         status = response.status
         if 200 <= status < 300:
             return
         if status in (400, 404, 406, 410):
-            raise UpstreamNotFound()
+            raise UpstreamNotFound(self.name)
         if status in (401, 403):
             raise UpstreamDenied(f"upstream {self.name} denied access ({status})")
         if status == 429:
-            retry_after = _seconds(response.headers.get("Retry-After"), DEFAULT_COOLDOWN)
-            self._cooldown_until = self._clock() + retry_after
-            log.warning("upstream %s rate-limited us; cooling down %.0fs", self.name, retry_after)
+            now = self._clock()
+            wait = retry_after(response.headers.get("Retry-After"), now, DEFAULT_COOLDOWN)
+            self._cooldown_until = now + wait
+            log.warning("upstream %s rate-limited us; cooling down %.0fs", self.name, wait)
             raise UpstreamUnavailable(self.name, "ratelimited", "429 too many requests")
         raise UpstreamUnavailable(self.name, "status", f"answered {status}")
 
     def _note_rate_limit(self, response: aiohttp.ClientResponse) -> None:
-        limit = _leading_int(response.headers.get("ratelimit-limit"))
-        remaining = _leading_int(response.headers.get("ratelimit-remaining"))
-        if limit is not None or remaining is not None:
-            self.rate_limit = RateLimit(limit=limit, remaining=remaining)
-        if limit is not None:
-            self._metrics.ratelimit_limit.labels(self.name).set(limit)
-        if remaining is not None:
-            self._metrics.ratelimit_remaining.labels(self.name).set(remaining)
+        noted = rate_limit(response)
+        if noted is None:
+            return
+        self.rate_limit = noted
+        if noted.limit is not None:
+            self._metrics.ratelimit_limit.labels(self.name).set(noted.limit)
+        if noted.remaining is not None:
+            self._metrics.ratelimit_remaining.labels(self.name).set(noted.remaining)
 
     async def _read_limited(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         try:
@@ -281,36 +262,3 @@ class UpstreamRegistry:
         if len(body) > limit:
             raise UpstreamUnavailable(self.name, "invalid", "response too large")
         return body
-
-
-def _kind(path: str) -> str:
-    """A bounded label for an upstream request."""
-    for kind in ("manifests", "blobs", "tags"):
-        if f"/{kind}/" in path:
-            return kind.removesuffix("s")
-    return "other"
-
-
-def _accept_headers(accept: Sequence[str]) -> dict[str, str]:
-    return {"Accept": ", ".join(accept)} if accept else {}
-
-
-def _media_type(response: aiohttp.ClientResponse) -> str:
-    return response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
-
-
-def _leading_int(value: str | None) -> int | None:
-    """Docker Hub's `ratelimit-remaining: 99;w=21600` → 99."""
-    if not value:
-        return None
-    head = value.split(";", 1)[0].strip()
-    return int(head) if head.isdigit() else None
-
-
-def _seconds(value: str | None, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return default  # an HTTP date: not worth parsing, wait the default

@@ -11,7 +11,7 @@ from aiohttp import web
 from mirror.errors import NameUnknown, NotFound, Unauthorized
 from mirror.reference import Digest, Tag, parse_repository
 from mirror.upstream.client import UpstreamRegistry
-from mirror.web.appkeys import CONFIG, JANITOR, MANIFESTS, METADATA, METRICS, PURGE, ROUTER, USAGE
+from mirror.web.appkeys import MIRROR
 
 AdminHandler = Callable[[web.Request], Awaitable[dict[str, Any]]]
 
@@ -20,7 +20,7 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
     """No token configured: 404 (the API does not exist). Wrong token: 401. Constant time."""
 
     async def checked(request: web.Request) -> web.Response:
-        token = request.app[CONFIG].admin.token
+        token = request.app[MIRROR].config.admin.token
         if token is None:
             raise NotFound("the admin API is disabled: set [admin] token")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -32,7 +32,7 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
 
 
 def _upstream(request: web.Request) -> UpstreamRegistry:
-    router = request.app[ROUTER]
+    router = request.app[MIRROR].router
     name = request.query.get("upstream")
     if name is None:
         return router.default
@@ -52,44 +52,56 @@ async def purge_repository(request: web.Request) -> dict[str, Any]:
     tag = request.query.get("tag")
     if tag is not None:
         tag = Tag.parse(tag).name
-    report = await request.app[PURGE].repository(upstream.name, repo, tag, _dry_run(request))
+    report = await request.app[MIRROR].upkeep.purge.repository(
+        upstream.name, repo, tag, _dry_run(request)
+    )
     return report.as_dict()
 
 
 async def purge_blob(request: web.Request) -> dict[str, Any]:
     digest = Digest.parse(request.match_info["digest"])
-    return (await request.app[PURGE].blob(digest, _dry_run(request))).as_dict()
+    return (await request.app[MIRROR].upkeep.purge.blob(digest, _dry_run(request))).as_dict()
 
 
 async def purge_manifest(request: web.Request) -> dict[str, Any]:
     digest = Digest.parse(request.match_info["digest"])
-    return (await request.app[PURGE].manifest(digest, _dry_run(request))).as_dict()
+    return (await request.app[MIRROR].upkeep.purge.manifest(digest, _dry_run(request))).as_dict()
 
 
 async def purge_everything(request: web.Request) -> dict[str, Any]:
-    return (await request.app[PURGE].everything(_dry_run(request))).as_dict()
+    return (await request.app[MIRROR].upkeep.purge.everything(_dry_run(request))).as_dict()
 
 
 async def revalidate(request: web.Request) -> dict[str, Any]:
     upstream = _upstream(request)
     repo = parse_repository(request.match_info["repository"], upstream.config.is_docker_hub)
     tag = Tag.parse(request.query.get("tag", "latest"))
-    old, new = await request.app[MANIFESTS].revalidate(upstream, repo, tag)
-    return {"repository": repo, "tag": tag.name, "old": old, "new": new, "changed": old != new}
+    old, new = await request.app[MIRROR].manifests.revalidate(upstream, repo, tag)
+    return {
+        "repository": repo,
+        "tag": tag.name,
+        "old": None if old is None else str(old),
+        "new": str(new),
+        "changed": old != new,
+    }
 
 
 async def gc(request: web.Request) -> dict[str, Any]:
-    blobs, freed = await request.app[JANITOR].evict()
+    blobs, freed = await request.app[MIRROR].upkeep.janitor.evict()
     return {"evicted_blobs": blobs, "evicted_bytes": freed}
 
 
 async def verify(request: web.Request) -> dict[str, Any]:
-    report = await request.app[JANITOR].verify()
+    report = await request.app[MIRROR].upkeep.janitor.verify()
     return {"checked": report.checked, "corrupt": report.corrupt, "busy": report.skipped_busy}
 
 
 async def stats(request: web.Request) -> dict[str, Any]:
-    metadata, usage, metrics = request.app[METADATA], request.app[USAGE], request.app[METRICS]
+    metadata, usage, metrics = (
+        request.app[MIRROR].stores.metadata,
+        request.app[MIRROR].stores.ledger,
+        request.app[MIRROR].metrics,
+    )
     sample = metrics.registry.get_sample_value
 
     def lookups(result: str) -> float:
@@ -100,7 +112,7 @@ async def stats(request: web.Request) -> dict[str, Any]:
 
     hits, total = lookups("hit"), lookups("hit") + lookups("miss") + lookups("stale")
     upstreams = []
-    for upstream in request.app[ROUTER].upstreams:
+    for upstream in request.app[MIRROR].router.upstreams:
         upstreams.append(
             {
                 "name": upstream.name,

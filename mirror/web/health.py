@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from mirror.metrics import CONTENT_TYPE
-from mirror.web.appkeys import CONFIG, METADATA, METRICS
+from mirror.web.appkeys import MIRROR
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -19,10 +19,10 @@ async def readyz(request: web.Request) -> web.Response:
     """The database and the store are usable; deliberately not the upstream (we serve stale)."""
     problems = []
     try:
-        await request.app[METADATA].ping()
+        await request.app[MIRROR].stores.metadata.ping()
     except Exception as exc:
         problems.append(f"database: {type(exc).__name__}")
-    root = request.app[CONFIG].storage.path
+    root = request.app[MIRROR].config.storage.path
     for folder in (root / "blobs", root / "tmp"):
         if not os.access(folder, os.W_OK):
             problems.append(f"store: {folder.name}/ is not writable")
@@ -32,8 +32,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    body = request.app[MIRROR].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from mirror.errors import MirrorError
-from mirror.web.appkeys import METRICS
+from mirror.web.appkeys import MIRROR
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def route_label(path: str) -> str:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request (outermost, so it sees the final status)."""
-    metrics = request.app[METRICS]
+    metrics = request.app[MIRROR].metrics
     started = time.perf_counter()
     status = 500
     try:

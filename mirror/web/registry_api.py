@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from mirror.errors import NotFound, PaginationInvalid, Unsupported
 from mirror.reference import Digest, parse_reference
-from mirror.services.blobs import FillingBlob
-from mirror.services.fill import FillFailed
+from mirror.services.fill import BlobStream
 from mirror.upstream.router import Target
-from mirror.web.appkeys import BLOBS, BODY_SENT, CACHE_RESULT, MANIFESTS, METRICS, ROUTER, TAGS
+from mirror.web.appkeys import CACHE_RESULT, MIRROR
+from mirror.web.blob_responses import send_stored, send_stream
 from mirror.web.middleware import API_VERSION
-from mirror.web.ranges import parse_range
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _target(request: web.Request, name: str) -> Target:
-    return request.app[ROUTER].route(name, request.query.get("ns"))
+    return request.app[MIRROR].router.route(name, request.query.get("ns"))
 
 
 def _headers(target: Target) -> dict[str, str]:
@@ -66,14 +65,14 @@ def client_accept(request: web.Request) -> tuple[str, ...]:
 
 async def manifest(request: web.Request, target: Target, ref_text: str) -> web.Response:
     ref = parse_reference(ref_text)
-    result = await request.app[MANIFESTS].get(
+    result = await request.app[MIRROR].manifests.get(
         target.upstream, target.repo, ref, client_accept(request)
     )
     request[CACHE_RESULT] = result.source
     stored = result.manifest
     headers = _headers(target)
     headers[CACHE_HEADER] = result.source
-    headers["Docker-Content-Digest"] = stored.digest
+    headers["Docker-Content-Digest"] = str(stored.digest)
     headers["ETag"] = f'"{stored.digest}"'
     if result.stale:
         headers["Warning"] = STALE_WARNING
@@ -85,7 +84,7 @@ async def manifest(request: web.Request, target: Target, ref_text: str) -> web.R
 
 async def blob(request: web.Request, target: Target, digest_text: str) -> web.StreamResponse:
     digest = Digest.parse(digest_text)
-    service = request.app[BLOBS]
+    service = request.app[MIRROR].blobs
     headers = _headers(target)
     headers["Docker-Content-Digest"] = str(digest)
     headers["Content-Type"] = "application/octet-stream"
@@ -99,86 +98,21 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         await head.write_eof()
         return head
     source = await service.open(target.upstream, target.repo, digest)
-    request[CACHE_RESULT] = headers[CACHE_HEADER] = (
-        "miss" if isinstance(source, FillingBlob) else "hit"
-    )
+    streaming = isinstance(source, BlobStream)
+    request[CACHE_RESULT] = headers[CACHE_HEADER] = "miss" if streaming else "hit"
+    # The blob counts as in use until the last byte went out, so no purge unlinks it sooner.
     with service.reading(digest):
-        if isinstance(source, FillingBlob):
-            return await _stream_fill(request, source, headers)
-        # sendfile, with Range and conditional requests handled by aiohttp. Prepared here,
-        # so the blob counts as in use until the last byte went out.
-        response = PreparedFileResponse(source.path, headers=headers)
-        try:
-            await response.prepare(request)
-        except ConnectionError:
-            return response  # the client went away mid-transfer
-        if response.status in (200, 206):
-            served = request.app[METRICS].served_bytes.labels("cache")
-            served.inc(response.content_length or 0)
-        return response
-
-
-class PreparedFileResponse(web.FileResponse):
-    """A FileResponse the handler sends itself, so the blob counts as in use until the last
-    byte went out; aiohttp's own prepare() after the handler returns is then a no-op."""
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:
-            return None
-        return await super().prepare(request)
-
-
-async def _stream_fill(
-    request: web.Request, source: FillingBlob, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Follow a running fill; cut the connection if it fails so the client sees a short body."""
-    try:
-        return await _follow_fill(request, source, headers)
-    finally:
-        source.close()
-
-
-async def _follow_fill(
-    request: web.Request, source: FillingBlob, headers: dict[str, str]
-) -> web.StreamResponse:
-    fill = source.fill
-    byte_range = parse_range(request.headers.get("Range"), fill.size)
-    response = web.StreamResponse(headers=headers)
-    response.headers["Accept-Ranges"] = "bytes"
-    start, end = 0, fill.size
-    if byte_range is not None and fill.size is not None:
-        start, end = byte_range.start, byte_range.end
-        response.set_status(206)
-        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{fill.size}"
-    if end is not None:
-        response.content_length = end - start
-    chunks = fill.read(source.fd, start, end)
-    served = request.app[METRICS].served_bytes.labels("fill")
-    try:
-        await response.prepare(request)
-        request[BODY_SENT] = 0
-        async for chunk in chunks:
-            await response.write(chunk)
-            served.inc(len(chunk))
-            request[BODY_SENT] += len(chunk)
-    except FillFailed as exc:
-        log.warning("cutting a client of %s: %s", fill.digest, exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    except ConnectionError:
-        return response  # the client went away; the fill goes on without it
-    finally:
-        await chunks.aclose()
-    await response.write_eof()
-    return response
+        if isinstance(source, BlobStream):
+            with closing(source):
+                return await send_stream(request, source, headers)
+        return await send_stored(request, source.path, headers)
 
 
 async def tags_list(request: web.Request, target: Target) -> web.Response:
     n_text, last = request.query.get("n"), request.query.get("last")
     if n_text is not None and not n_text.isdigit():
         raise PaginationInvalid(f"n must be a non-negative integer, got {n_text[:20]!r}")
-    page = await request.app[TAGS].list(
+    page = await request.app[MIRROR].tag_lists.list(
         target.upstream, target.repo, int(n_text) if n_text else None, last
     )
     headers = _headers(target)

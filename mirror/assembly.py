@@ -1,0 +1,183 @@
+"""The composition root: every part of a mirror built once from its Config, and their lifetimes.
+
+The server (web.app) and the offline commands (cli.offline) both build their parts here, so
+the wiring exists once. Each resource has a lifetime of its own (an async context manager):
+the server registers each as one aiohttp cleanup_ctx, the command line enters them in an
+AsyncExitStack, and either way a resource that failed to open closes the ones opened before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from mirror.config import Config
+from mirror.errors import OperationError
+from mirror.metrics import Metrics
+from mirror.services.blobs import BlobService
+from mirror.services.manifests import ManifestService
+from mirror.services.tag_lists import TagListService
+from mirror.stores.blob_files import BlobFiles
+from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.leases import BlobLeases
+from mirror.stores.ledger import UsageLedger
+from mirror.stores.metadata import Metadata
+from mirror.upkeep.janitor import Janitor
+from mirror.upkeep.purge import PurgeService
+from mirror.upstream.client import UpstreamRegistry
+from mirror.upstream.router import UpstreamRouter
+
+METADATA_FILE = "mirror.db"
+
+Clock = Callable[[], float]
+Lifetime = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The local side: the index, the blob files, and what is known of them in memory."""
+
+    metadata: Metadata
+    files: BlobFiles
+    ledger: UsageLedger
+    leases: BlobLeases
+    keeper: BlobKeeper
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    janitor: Janitor
+    purge: PurgeService
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """Everything a serving mirror is made of."""
+
+    config: Config
+    metrics: Metrics
+    stores: Stores
+    upkeep: Upkeep
+    router: UpstreamRouter
+    manifests: ManifestService
+    blobs: BlobService
+    tag_lists: TagListService
+
+    def lifetimes(self) -> list[Lifetime]:
+        """Opened in this order, closed in reverse. Nothing contacts an upstream until a
+        client asks."""
+        return [
+            lambda: _database(self.stores),
+            lambda: _janitor(self.upkeep.janitor),  # reconciles rows and files, then runs
+            lambda: _upstreams(self.router),
+            lambda: _services(self),
+        ]
+
+
+def build_stores(config: Config) -> Stores:
+    metadata = Metadata(config.storage.path / METADATA_FILE)
+    files = BlobFiles(config.storage.path)
+    ledger = UsageLedger(config.storage.max_size)
+    leases = BlobLeases()
+    return Stores(metadata, files, ledger, leases, BlobKeeper(metadata, files, ledger, leases))
+
+
+def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
+    janitor = Janitor(
+        stores.metadata,
+        stores.files,
+        stores.keeper,
+        stores.ledger,
+        stores.leases,
+        config.storage,
+        metrics,
+    )
+    return Upkeep(janitor, PurgeService(stores.metadata, stores.keeper))
+
+
+def assemble(config: Config, clock: Clock | None = None) -> Mirror:
+    """Build a serving mirror; nothing here does I/O."""
+    now = clock or time.time
+    metrics = Metrics()
+    stores = build_stores(config)
+    upkeep = build_upkeep(config, stores, metrics)
+    router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
+    manifests = ManifestService(
+        stores.metadata, now, lambda up: config.tag_ttl_for(up.config), metrics
+    )
+    blobs = BlobService(
+        stores.files,
+        stores.metadata,
+        stores.keeper,
+        stores.ledger,
+        stores.leases,
+        metrics,
+        now,
+    )
+    metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
+    metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)
+    metrics.storage_limit.set(config.storage.max_size)
+    tag_lists = TagListService(stores.metadata, metrics)
+    return Mirror(config, metrics, stores, upkeep, router, manifests, blobs, tag_lists)
+
+
+@dataclass(frozen=True, slots=True)
+class DataFolder:
+    """The parts of a stopped mirror that the offline commands use."""
+
+    stores: Stores
+    upkeep: Upkeep
+
+
+@asynccontextmanager
+async def open_data_folder(config: Config) -> AsyncIterator[DataFolder]:
+    """Open a stopped mirror's data folder (never creates one)."""
+    root = config.storage.path
+    if not (root / METADATA_FILE).exists():
+        raise OperationError(f"{root} holds no mirror data ({METADATA_FILE} is missing)")
+    stores = build_stores(config)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(_database(stores))
+        rows = await stores.metadata.blob_rows()
+        stores.ledger.reset(sum(row.size for row in rows), len(rows))
+        yield DataFolder(stores, build_upkeep(config, stores, Metrics()))
+
+
+@asynccontextmanager
+async def _database(stores: Stores) -> AsyncIterator[None]:
+    stores.files.open()
+    await stores.metadata.open()
+    try:
+        yield
+    finally:
+        await stores.metadata.close()
+
+
+@asynccontextmanager
+async def _janitor(janitor: Janitor) -> AsyncIterator[None]:
+    await janitor.start()
+    try:
+        yield
+    finally:
+        await janitor.close()
+
+
+@asynccontextmanager
+async def _upstreams(router: UpstreamRouter) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        for upstream in router.upstreams:
+            await upstream.start()
+            stack.push_async_callback(upstream.close)
+        yield
+
+
+@asynccontextmanager
+async def _services(mirror: Mirror) -> AsyncIterator[None]:
+    """Running fills and resolutions are cancelled and awaited before anything below closes."""
+    try:
+        yield
+    finally:
+        await mirror.blobs.close()
+        await mirror.manifests.close()
