@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 # Characters str.isdigit() or the regex `\d` take but int() may not (or should not): a
 # superscript, Arabic-Indic, fullwidth and Devanagari digits.
-UNICODE_DIGITS = "²³¹٠١٣٨٩０９०"
+UNICODE_DIGITS = "\u00b2\u00b3\u00b9\u0660\u0661\u0663\u0668\u0669\uff10\uff19\u0966"
 # Whitespace a `$` or strip() treats specially: newline before end, tab, no-break space.
 AWKWARD_SPACE = "\n\t \u00a0\r"
 # Python's int() refuses decimal strings of more than 4,300 digits (ValueError).
