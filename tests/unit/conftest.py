@@ -10,6 +10,6 @@ import os
 
 from hypothesis import settings
 
-settings.register_profile("unit", max_examples=150, deadline=None)
+settings.register_profile("unit", max_examples=100, deadline=None)
 settings.register_profile("unit-thorough", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "unit"))

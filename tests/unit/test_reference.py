@@ -227,7 +227,12 @@ names = st.one_of(
     st.integers(1, 260).map(lambda n: "a" * n),
     st.integers(1, 260).map(lambda n: "org/" + "b" * n),
 )
-tags = st.from_regex(TAG, fullmatch=True)
+TAG_CHARS = "abcxyzABCXYZ0189_"
+tags = st.builds(
+    str.__add__,
+    st.sampled_from(TAG_CHARS),
+    st.one_of(st.text(TAG_CHARS + ".-", max_size=12), st.just("a" * 127)),
+)
 digests = st.one_of(
     st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map("sha256:".__add__),
     st.text(alphabet="0123456789abcdef", min_size=128, max_size=128).map("sha512:".__add__),

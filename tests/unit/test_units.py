@@ -240,7 +240,7 @@ def test_any_value_is_a_size_or_config_error(value: object) -> None:
 
 
 hosts = st.one_of(
-    st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?", fullmatch=True),
+    st.text("abcxyz019.-", min_size=1, max_size=20),
     st.ip_addresses(v=4).map(str),
 )
 
@@ -269,6 +269,6 @@ def test_any_value_is_a_listen_address_or_config_error(value: object) -> None:
     except ConfigError:
         return
     assert isinstance(value, str)
-    assert host in value
+    assert host in value or host == "0.0.0.0"  # ":5000"
     assert 0 <= port <= 65535
     assert int(value.rpartition(":")[2]) == port
