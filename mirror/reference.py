@@ -25,7 +25,8 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST.match(text)
+        # fullmatch: `$` also matches before a final newline, so "sha256:<hex>\n" parsed.
+        match = _DIGEST.fullmatch(text)
         if not match:
             raise DigestInvalid(f"invalid digest {text[:200]!r}")
         algorithm, encoded = match.groups()
@@ -56,7 +57,8 @@ class Tag:
 
     @classmethod
     def parse(cls, text: str) -> Tag:
-        if not _TAG.match(text):
+        # fullmatch: `$` also matches before a final newline, so "latest\n" was a tag.
+        if not _TAG.fullmatch(text):
             raise TagInvalid(f"invalid tag {text[:200]!r}")
         return cls(text)
 
@@ -74,8 +76,9 @@ def parse_reference(text: str) -> Reference:
 
 def parse_repository(text: str, docker_hub: bool) -> str:
     """Validate a repository name; for Docker Hub, `alpine` means `library/alpine`."""
-    if len(text) > _NAME_MAX or not _NAME.match(text):
+    # fullmatch: `$` also matches before a final newline, so "alpine\n" was a name. The limit
+    # counts the library/ prefix: "a" * 250 gave a 258-character name that failed re-parsing.
+    name = f"library/{text}" if docker_hub and "/" not in text else text
+    if len(name) > _NAME_MAX or not _NAME.fullmatch(text):
         raise NameInvalid(f"invalid repository name {text[:300]!r}", detail={"name": text[:300]})
-    if docker_hub and "/" not in text:
-        return f"library/{text}"
-    return text
+    return name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from mirror.errors import ConfigError
@@ -27,13 +28,20 @@ def parse_duration(value: object, key: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f'{key}: expected a duration such as "10m", got {value!r}')
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # float(10**400), a TOML integer tomllib accepts
+            raise ConfigError(f"{key}: a duration must be a finite number") from None
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ConfigError(f'{key}: expected a duration such as "10m" or "30s", got {value!r}')
     if seconds < 0:
         raise ConfigError(f"{key}: a duration cannot be negative")
+    # nan passed `< 0`, and "9" * 400 (or TOML's inf) was inf seconds: an inf timeout made
+    # every upstream request raise OverflowError in aiohttp.
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{key}: a duration must be a finite number")
     return seconds
 
 
@@ -43,9 +51,14 @@ def parse_size(value: object, key: str) -> int:
         raise ConfigError(f'{key}: expected a size such as "50GiB", got {value!r}')
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
+    # ASCII only: with IGNORECASE, "1k\u0130b" (dotted capital I) matched and lower()ed to a
+    # unit that raised KeyError; the Kelvin sign passed for K and Arabic-Indic digits as digits.
+    elif isinstance(value, str) and value.isascii() and (match := _SIZE.match(value)):
         unit = (match.group(2) or "b").lower()
-        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+        number = float(match.group(1)) * _SIZE_UNITS[unit]
+        if not math.isfinite(number):  # "9" * 400 is inf, and int(inf) raised OverflowError
+            raise ConfigError(f"{key}: size is too large")
+        size = int(number)
     else:
         raise ConfigError(f'{key}: expected a size such as "50GiB" or "500MB", got {value!r}')
     if size < 0:
@@ -59,6 +72,9 @@ def parse_listen(value: object, key: str) -> tuple[str, int]:
         raise ConfigError(f'{key}: expected "host:port", got {value!r}')
     host, _, port_text = value.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # ASCII and at most 5 digits: isdigit() is true for "\u00b2" (then int() raised
+    # ValueError), for Arabic-Indic digits, and for 5,000 digits that int() refuses.
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not digits or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{key}: port must be a number from 0 to 65535, got {port_text!r}")
     return host, int(port_text)

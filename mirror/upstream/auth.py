@@ -32,7 +32,12 @@ def parse_challenge(header: str) -> Challenge | None:
     scheme = scheme.lower()
     if scheme not in ("bearer", "basic"):
         return None
-    params = {key.lower(): quoted or bare for key, quoted, bare in _PARAM.findall(rest)}
+    # A quoted value's backslash escapes are undone (RFC 9110 quoted-pair): realm="a\"b" is
+    # a"b, not a\"b as before.
+    params = {
+        key.lower(): re.sub(r"\\(.)", r"\1", quoted) or bare
+        for key, quoted, bare in _PARAM.findall(rest)
+    }
     realm = params.get("realm", "")
     if scheme == "bearer" and not realm:
         return None

@@ -27,9 +27,23 @@ def parse_range(header: str | None, size: int | None) -> ByteRange | None:
     first, last = match.groups()
     if not first and not last:
         return None
+    # RFC 9110 digits are ASCII; `\d` also took Arabic-Indic "bytes=\u0660-\u0663" as 0-3.
+    if not (first + last).isascii():
+        return None
+    # int() raises ValueError past 4,300 digits ("bytes=0-" + "9" * 5000, or as many leading
+    # zeros). Drop the zeros; a number with more digits than the size is past the end, and
+    # size + 1 compares the same way.
+    first, last = (
+        str(size + 1)
+        if len(digits.lstrip("0")) > len(str(size))
+        else digits.lstrip("0") or digits[:1]
+        for digits in (first, last)
+    )
     if not first:  # a suffix: the last N bytes
         length = int(last)
-        if length == 0:
+        # An empty blob has no last N bytes: ByteRange(0, 0) became a 206 with Content-Range
+        # "bytes 0--1/0"; 416 is what aiohttp answers for the same blob once cached.
+        if length == 0 or size == 0:
             raise RangeInvalid(f"range {header!r} is empty", detail={"size": size})
         return ByteRange(max(0, size - length), size)
     start = int(first)

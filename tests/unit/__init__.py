@@ -1,0 +1,1 @@
+"""Unit tests for the pure code; the layout mirrors the `mirror` package."""
