@@ -8,14 +8,16 @@ from mirror.media_types import (
     ALL_MANIFEST_TYPES,
     DOCKER_LIST,
     DOCKER_MANIFEST,
-    DOCKER_V1,
     OCI_INDEX,
     OCI_MANIFEST,
     accepts,
 )
 
 
-@pytest.mark.parametrize("media_type", [*ALL_MANIFEST_TYPES, DOCKER_V1, "text/plain"])
+@pytest.mark.parametrize(
+    "media_type",
+    [*ALL_MANIFEST_TYPES, "application/vnd.docker.distribution.manifest.v1+json", "text/plain"],
+)
 def test_no_accept_header_takes_anything(media_type: str) -> None:
     assert accepts((), media_type)
     assert accepts([], media_type)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mirror.units import ConfigError, parse_duration, parse_listen, parse_size
+from mirror.errors import ConfigError
+from mirror.units import parse_duration, parse_listen, parse_size
 from unit.strategies import awkward_text, huge_digits
 
 KEY = "cache.tag_ttl"
