@@ -19,6 +19,15 @@ from prometheus_client.process_collector import ProcessCollector
 # the upstream could not answer.
 CacheResult = Literal["hit", "miss", "stale"]
 LookupKind = Literal["manifest", "blob", "tag"]
+FillFailure = Literal["truncated", "mismatch", "upstream", "disk", "cancelled", "other"]
+FILL_FAILURE_REASONS: tuple[FillFailure, ...] = (
+    "truncated",
+    "mismatch",
+    "upstream",
+    "disk",
+    "cancelled",
+    "other",
+)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -111,6 +120,25 @@ class Metrics:
         self.digest_mismatches = Counter(
             "mirror_digest_mismatches_total",
             "Upstream content whose bytes did not match its digest (discarded).",
+            registry=r,
+        )
+        self.fill_failures = Counter(
+            "mirror_fill_failures_total",
+            "Blob downloads that ended without a stored blob, by reason (truncated, mismatch, "
+            "upstream, disk, cancelled, other).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in FILL_FAILURE_REASONS:
+            self.fill_failures.labels(reason)  # present at 0 before the first failure
+        self.clients_cut = Counter(
+            "mirror_clients_cut_total",
+            "Clients cut short because the download they followed failed (never sent bad bytes).",
+            registry=r,
+        )
+        self.storage_full = Gauge(
+            "mirror_storage_full",
+            "1 while writes to the data folder fail for lack of space.",
             registry=r,
         )
         self.stale_served = Counter(
