@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,8 +11,15 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from mirror.errors import BlobUnknown, DigestMismatch, FillFailed, Unavailable, UpstreamNotFound
-from mirror.metrics import Metrics
+from mirror.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    FillFailed,
+    MirrorError,
+    Unavailable,
+    UpstreamNotFound,
+)
+from mirror.metrics import FillFailure, Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
 from mirror.stores.blob_files import BlobFiles
@@ -108,13 +116,10 @@ class BlobService:
             else:
                 self._metrics.coalesced.inc()
             self._metrics.cache("blob", "miss")
-            try:
-                await fill.wait_started()
-            except UpstreamNotFound:
-                raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
+            await fill.wait_started()
             # No await from here until the reader is open: the temp file cannot move meanwhile.
             if fill.error is not None:
-                raise Unavailable(f"download of {digest} failed; try again")
+                raise _client_error(fill, repo)
             if not fill.finished.is_set():
                 return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
@@ -152,10 +157,12 @@ class BlobService:
             await self._keeper.admit(fill.temp_path, digest, fill.written, self._clock())
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
+            self._metrics.fill_failures.labels("cancelled").inc()
             raise
         except Exception as exc:
             log.warning("fill of %s failed: %s", digest, exc)
             error = exc
+            self._metrics.fill_failures.labels(_failure_reason(exc)).inc()
         finally:
             if error is not None:
                 self._files.discard(fill.temp_path)
@@ -170,3 +177,24 @@ class BlobService:
                 self._metrics.digest_mismatches.inc()
         if error is None:
             await self._metadata.add_link(upstream.name, repo, digest)
+
+
+def _client_error(fill: Fill, repo: str) -> MirrorError:
+    """What a client that asked for a failed fill is told (it got no byte of it)."""
+    if isinstance(fill.error, UpstreamNotFound):
+        return BlobUnknown(f"blob unknown: {repo}@{fill.digest}")
+    if isinstance(fill.error, MirrorError) and fill.written == 0:
+        return fill.error  # the upstream's answer, classified (unavailable, denied)
+    return Unavailable(f"download of {fill.digest} failed; try again")
+
+
+def _failure_reason(error: Exception) -> FillFailure:
+    if isinstance(error, DigestMismatch):
+        return "mismatch"
+    if isinstance(error, FillFailed):
+        return "truncated"
+    if isinstance(error, MirrorError):
+        return "upstream"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk"
+    return "other"

@@ -49,10 +49,8 @@ class Fill:
         await self._progress.wait()
 
     async def wait_started(self) -> None:
-        """Wait for the upstream's answer; re-raise what made the fill fail before any byte."""
+        """Wait for the upstream's answer (or the fill's end)."""
         await self.started.wait()
-        if self.error is not None and self.written == 0:
-            raise self.error
 
     def reader(self) -> BlobStream:
         """A reader on the growing file; its descriptor stays valid after the rename.
@@ -72,12 +70,17 @@ class Fill:
                 self.size = response.content_length
                 self.started.set()
                 self._notify()
-                async for chunk in response.content.iter_chunked(READ_CHUNK):
-                    # Hashing and writing leave the event loop: a slow disk (dirty-page
-                    # throttling) or a big hash must not stall the other clients.
-                    await loop.run_in_executor(None, _absorb, hasher, fd, chunk)
-                    self.written += len(chunk)
-                    self._notify()
+                try:
+                    async for chunk in response.content.iter_chunked(READ_CHUNK):
+                        # Hashing and writing leave the event loop: a slow disk (dirty-page
+                        # throttling) or a big hash must not stall the other clients.
+                        await loop.run_in_executor(None, _absorb, hasher, fd, chunk)
+                        self.written += len(chunk)
+                        self._notify()
+                except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    raise FillFailed(
+                        f"upstream body cut after {self.written} bytes: {type(exc).__name__}"
+                    ) from None
             if self.size is not None and self.written != self.size:
                 raise FillFailed(f"upstream sent {self.written} of {self.size} bytes")
             if hasher.hexdigest() != self.digest.hex:

@@ -67,6 +67,7 @@ async def send_stream(
             request[BODY_SENT] += len(chunk)
     except FillFailed as exc:
         log.warning("cutting a client of %s: %s", stream.digest, exc)
+        request.app[MIRROR].metrics.clients_cut.inc()
         if request.transport is not None:
             request.transport.abort()
         return response

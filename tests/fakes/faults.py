@@ -20,6 +20,7 @@ class Faults:
 
     blob_reset_after: int | None = None
     blob_wrong_bytes: bool = False
+    blob_empty: bool = False  # 200 with Content-Length: 0
     blob_chunk_delay: float = 0.0
     blob_gate: asyncio.Event | None = None
     registry_status: int | None = None
@@ -35,6 +36,8 @@ async def send_blob(
     headers = {"Content-Type": "application/octet-stream", **extra}
     if request.method == "HEAD":
         return web.Response(body=data, headers=headers)  # aiohttp sends no body for HEAD
+    if faults.blob_empty:
+        return web.Response(body=b"", headers=headers)
     body = data.translate(_FLIP) if faults.blob_wrong_bytes else data
     if faults.blob_reset_after is not None:
         body = body[: faults.blob_reset_after]
