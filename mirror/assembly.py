@@ -76,12 +76,13 @@ class Mirror:
         ]
 
 
-def build_stores(config: Config) -> Stores:
+def build_stores(config: Config, metrics: Metrics) -> Stores:
     metadata = Metadata(config.storage.path / METADATA_FILE)
     files = BlobFiles(config.storage.path)
-    ledger = UsageLedger(config.storage.max_size)
+    ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
-    return Stores(metadata, files, ledger, leases, BlobKeeper(metadata, files, ledger, leases))
+    keeper = BlobKeeper(metadata, files, ledger, leases, metrics)
+    return Stores(metadata, files, ledger, leases, keeper)
 
 
 def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
@@ -101,7 +102,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     """Build a serving mirror; nothing here does I/O."""
     now = clock or time.time
     metrics = Metrics()
-    stores = build_stores(config)
+    stores = build_stores(config, metrics)
     upkeep = build_upkeep(config, stores, metrics)
     router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
     manifests = ManifestService(
@@ -137,12 +138,13 @@ async def open_data_folder(config: Config) -> AsyncIterator[DataFolder]:
     root = config.storage.path
     if not (root / METADATA_FILE).exists():
         raise OperationError(f"{root} holds no mirror data ({METADATA_FILE} is missing)")
-    stores = build_stores(config)
+    metrics = Metrics()
+    stores = build_stores(config, metrics)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(_database(stores))
         rows = await stores.metadata.blob_rows()
         stores.ledger.reset(sum(row.size for row in rows), len(rows))
-        yield DataFolder(stores, build_upkeep(config, stores, Metrics()))
+        yield DataFolder(stores, build_upkeep(config, stores, metrics))
 
 
 @asynccontextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
+from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.leases import BlobLeases
@@ -27,12 +29,19 @@ class BlobKeeper:
     """
 
     def __init__(
-        self, metadata: Metadata, files: BlobFiles, ledger: UsageLedger, leases: BlobLeases
+        self,
+        metadata: Metadata,
+        files: BlobFiles,
+        ledger: UsageLedger,
+        leases: BlobLeases,
+        metrics: Metrics,
     ) -> None:
         self._metadata = metadata
         self._files = files
         self._ledger = ledger
         self._leases = leases
+        self._metrics = metrics
+        self._evicting = asyncio.Lock()  # one eviction at a time: two would pick the same rows
 
     async def admit(self, temp: Path, digest: Digest, size: int, now: float) -> bool:
         """Store a verified temp file as the blob; False when it is larger than the whole bound
@@ -41,6 +50,10 @@ class BlobKeeper:
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
             return False
+        if self._ledger.needs_room(size):
+            # Make room before the blob lands, so the bound holds while clients pull rather
+            # than after the janitor's next pass; blobs in use are passed by.
+            await self.evict(self._ledger.eviction_target - size)
         # A purge of an earlier copy may still wait for its readers: it must spare this one.
         # Cancelled before the row is written, so a purge that deletes the new row re-arms it.
         self._leases.cancel_pending(digest)
@@ -59,4 +72,33 @@ class BlobKeeper:
         for row in removed:
             self._ledger.removed(row.size)
             self._leases.when_released(row.digest, partial(self._files.delete, row.digest))
+        return removed
+
+    async def flush_access_times(self) -> None:
+        """Write the batched last-access times: one transaction, not one per hit."""
+        accessed = self._ledger.take_accessed()
+        if accessed:
+            await self._metadata.touch_blobs(accessed.items())
+
+    async def evict(self, target: int) -> list[BlobRow]:
+        """Remove least recently used blobs, skipping those in use, until the totals are at or
+        under `target` bytes (or nothing more can go)."""
+        async with self._evicting:
+            if self._ledger.bytes <= target:
+                return []
+            await self.flush_access_times()  # the LRU order must be current
+            remaining = self._ledger.bytes
+            chosen: list[Digest] = []
+            for row in await self._metadata.blobs_by_last_access():
+                if remaining <= target:
+                    break
+                if not self._leases.busy(row.digest):
+                    chosen.append(row.digest)
+                    remaining -= row.size
+            removed = await self.remove(chosen)
+        freed = sum(row.size for row in removed)
+        self._metrics.evicted_blobs.inc(len(removed))
+        self._metrics.evicted_bytes.inc(freed)
+        if removed:
+            log.info("evicted %d blobs (%d bytes) to stay under max_size", len(removed), freed)
         return removed

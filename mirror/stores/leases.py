@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ class BlobLeases:
     def __init__(self) -> None:
         self._in_use: Counter[Digest] = Counter()
         self._after_release: dict[Digest, Callable[[], None]] = {}
+        self._released = asyncio.Event()
 
     def acquire(self, digest: Digest) -> None:
         self._in_use[digest] += 1
@@ -27,6 +29,12 @@ class BlobLeases:
             action = self._after_release.pop(digest, None)
             if action is not None:
                 action()
+            released, self._released = self._released, asyncio.Event()
+            released.set()
+
+    async def next_release(self) -> None:
+        """Wait until some blob is no longer held by anyone (eviction may then proceed)."""
+        await self._released.wait()
 
     @contextmanager
     def held(self, digest: Digest) -> Iterator[None]:

@@ -15,8 +15,10 @@ class UsageLedger:
     hot path of a cache hit.
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, low_water: float = 1.0) -> None:
         self.max_size = max_size
+        # Eviction goes down to here, so that it does not run again for every new blob.
+        self.eviction_target = int(max_size * low_water)
         self.bytes = 0
         self.blobs = 0
         self._accessed: dict[Digest, float] = {}
@@ -35,6 +37,10 @@ class UsageLedger:
         self.bytes = max(0, self.bytes - size)
         self.blobs = max(0, self.blobs - 1)
         self._check()
+
+    def needs_room(self, size: int) -> bool:
+        """Storing `size` more bytes would cross the bound."""
+        return bool(self.max_size) and self.bytes + size > self.max_size
 
     def too_large(self, size: int) -> bool:
         """A blob larger than the whole bound is served to its readers, never stored."""

@@ -79,9 +79,10 @@ class Janitor:
                 await self.flush()
                 evicted, _ = await self.evict()
                 if not evicted and self._ledger.over_limit.is_set():
-                    # Over the bound, but every blob is being read or fetched: wait a little
-                    # rather than spin.
-                    await asyncio.sleep(BUSY_RETRY)
+                    # Over the bound, but every blob is being read or fetched: wait until one
+                    # is let go (or a little), rather than spin.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._leases.next_release(), BUSY_RETRY)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -89,10 +90,7 @@ class Janitor:
                 await asyncio.sleep(self._config.flush_interval)
 
     async def flush(self) -> None:
-        """Write the batched last-access times: one transaction, not one per request."""
-        accessed = self._ledger.take_accessed()
-        if accessed:
-            await self._metadata.touch_blobs(accessed.items())
+        await self._keeper.flush_access_times()
 
     async def reconcile(self) -> ReconcileReport:
         """Make rows and files agree after a crash: no row without a file, no file without a row."""
@@ -116,27 +114,11 @@ class Janitor:
         return report
 
     async def evict(self) -> tuple[int, int]:
-        """Delete least recently used blobs until usage is under the low-water mark."""
-        limit = self._config.max_size
-        if not limit or self._ledger.bytes <= limit:
+        """Evict least recently used blobs until usage is under the low-water mark."""
+        if not self._config.max_size or self._ledger.bytes <= self._config.max_size:
             return 0, 0
-        async with self._lock:
-            await self.flush()
-            target = limit * self._config.low_water
-            remaining = self._ledger.bytes
-            chosen: list[Digest] = []
-            for row in await self._metadata.blobs_by_last_access():
-                if remaining <= target:
-                    break
-                if not self._leases.busy(row.digest):
-                    chosen.append(row.digest)
-                    remaining -= row.size
-            removed = await self._keeper.remove(chosen)
-        freed = sum(row.size for row in removed)
-        self._metrics.evicted_blobs.inc(len(removed))
-        self._metrics.evicted_bytes.inc(freed)
-        log.info("evicted %d blobs (%d bytes) to stay under %d bytes", len(removed), freed, limit)
-        return len(removed), freed
+        removed = await self._keeper.evict(self._ledger.eviction_target)
+        return len(removed), sum(row.size for row in removed)
 
     async def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         """Re-hash every stored blob; remove the ones whose bytes changed on disk."""
