@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -30,10 +31,8 @@ def blob_file_bytes(data: Path) -> int:
     for algorithm in os.scandir(blobs) if blobs.exists() else []:
         for prefix in os.scandir(algorithm.path):
             for entry in os.scandir(prefix.path):
-                try:
+                with contextlib.suppress(FileNotFoundError):  # evicted after the listing
                     total += entry.stat().st_size
-                except FileNotFoundError:
-                    pass  # evicted between listing and stat
     return total
 
 
@@ -98,7 +97,9 @@ async def storm(
     return mirror, [problem for result in results for problem in result], peak
 
 
-async def gauge_matches_disk(session: aiohttp.ClientSession, mirror: TestServer, data: Path) -> None:
+async def gauge_matches_disk(
+    session: aiohttp.ClientSession, mirror: TestServer, data: Path
+) -> None:
     state = assert_consistent(data)
     text = await scrape(session, mirror)
     assert metric_value(text, "mirror_storage_bytes") == state.file_bytes
