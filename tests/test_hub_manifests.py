@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror, oci_error_code
 from fakes.content import StoredManifest
 from fakes.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from fakes.ops import metric_value, scrape
 from multidict import CIMultiDict
+from support.poll import eventually
 
 TTL = 600.0  # the default config's "10m"
 MANIFESTS = "/manifests/"
@@ -278,3 +282,32 @@ async def test_manifest_not_matching_its_digest_is_refused(
         assert resp.status != 200
         assert await resp.read() != image.manifest_bytes
         await oci_error_code(resp)
+
+
+async def test_concurrent_gets_of_a_digest_share_one_upstream_fetch(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+) -> None:
+    image = hub.add_image("library/alpine", "3.19", [b"layer"])
+    url = mirror.make_url(f"/v2/library/alpine/manifests/{image.manifest_digest}")
+    hub.faults.manifest_gate = gate = asyncio.Event()
+    clients = 10
+
+    async def get() -> bytes:
+        async with session.get(url) as resp:
+            assert resp.status == 200, resp.status
+            return await resp.read()
+
+    tasks = [asyncio.create_task(get()) for _ in range(clients)]
+
+    async def all_waiting() -> bool:
+        # Counted just before a request joins (or starts) the fetch of that digest.
+        text = await scrape(session, mirror)
+        labels = {"kind": "manifest", "result": "miss"}
+        return metric_value(text, "mirror_cache_requests_total", labels) == clients
+
+    # The upstream answers only once every request is waiting on the fetch.
+    await eventually(all_waiting, what=f"{clients} requests waiting on the manifest fetch")
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 30) == [image.manifest_bytes] * clients
+    by_digest = f"/manifests/{image.manifest_digest}"
+    assert hub.count(server="registry", method="GET", path_endswith=by_digest, status=200) == 1

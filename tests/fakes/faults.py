@@ -26,6 +26,7 @@ class Faults:
     rate_limited: int | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
+    manifest_gate: asyncio.Event | None = None
 
 
 async def send_blob(

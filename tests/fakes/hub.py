@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .content import Content, FakeImage, make_blob
-from .faults import Faults, send_blob
+from .faults import GATE_TIMEOUT, Faults, send_blob
 from .oci import OCI_INDEX, OCI_MANIFEST, accepted_types, error
 
 ServerName = Literal["registry", "token", "cdn"]
@@ -293,6 +293,8 @@ class FakeHub:
     async def _manifest(self, request: web.Request, name: str, ref: str) -> web.Response:
         if self.faults.manifest_delay:
             await asyncio.sleep(self.faults.manifest_delay)
+        if self.faults.manifest_gate is not None:
+            await asyncio.wait_for(self.faults.manifest_gate.wait(), GATE_TIMEOUT)
         repo = self.content.repo(name)
         digest = ref if ref.startswith("sha256:") else repo.tags.get(ref)
         stored = repo.manifests.get(digest) if digest is not None else None
