@@ -6,17 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 from fakes import FakeHub, FakeImage
-from fakes.oci import ALL_MANIFEST_TYPES, sha256_digest
-from fakes.ops import (
-    MakeOpsMirror,
-    assert_consistent,
-    blob_path,
-    flip_bytes,
-    read_store,
-    run_cli,
-)
+from fakes.client import MakeMirror, pull
+from fakes.oci import sha256_digest
+from fakes.ops import assert_consistent, blob_path, flip_bytes, read_store, run_cli
 
 TOKEN = "ops-cli-token-0123456789abcdef"
 REPO = "library/alpine"
@@ -26,18 +19,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-async def pull(session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage) -> None:
-    url = mirror.make_url(f"/v2/{REPO}/manifests/{image.tag}")
-    async with session.get(url, headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}) as resp:
-        assert resp.status == 200
-    for digest in (image.config_digest, *image.layer_digests):
-        async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
-            assert resp.status == 200
-            assert sha256_digest(await resp.read()) == digest
-
-
 async def stopped_folder(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> FakeImage:
     """Pull one image (a config and two layers) through a mirror, then stop that mirror."""
     image = hub.add_image(REPO, "3.19", [hub.make_blob(300_000, seed=n) for n in (1, 2)])
@@ -48,7 +31,7 @@ async def stopped_folder(
 
 
 async def test_verify_on_a_stopped_folder_removes_a_corrupt_blob(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = await stopped_folder(hub, make_mirror, session)
@@ -78,7 +61,7 @@ async def test_verify_on_a_stopped_folder_removes_a_corrupt_blob(
 
 
 async def test_stats_purge_and_gc_on_a_stopped_folder(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = await stopped_folder(hub, make_mirror, session)
@@ -134,7 +117,7 @@ async def test_offline_command_on_a_folder_without_data_fails(tmp_path: Path) ->
 
 
 async def test_commands_against_a_running_server(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = hub.add_image(REPO, "3.19", [hub.make_blob(300_000, seed=n) for n in (1, 2)])

@@ -19,6 +19,7 @@ T = TypeVar("T")
 WITHIN = 10.0
 INTERVAL = 0.01
 
+
 class Deadline:
     """The bookkeeping both faces share: when to give up and what to say then."""
 
