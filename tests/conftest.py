@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror
+from fakes.ops import Cli
 from support.images import build_layout, push_images
 from support.mirror_process import MirrorProcesses
 from support.procs import LOGS, keep_log, log_tail, need
@@ -125,6 +126,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """A real HTTP client; the total timeout keeps a hung mirror from hanging the suite."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
         yield client
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`mirror ARGS` in-process (`mirror.cli.main.main`), its output captured."""
+    return Cli(capsys, monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
-"""Support for the operations tests: the data folder seen from outside, metrics, subprocesses.
+"""Support for the operations tests: the data folder seen from outside, metrics, the CLI.
 
 Everything here looks at the mirror from the outside, as an operator would: the files under
 `data/`, the SQLite index read with the standard library, `/metrics` text, the `mirror` command
-run as a real process. Nothing imports the mirror's internals.
+line (its `main`, with arguments, output and exit code). Nothing else of the mirror is imported.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
-from support.procs import REPO_ROOT, stop_process, subprocess_env
 
 CLI_TIMEOUT = 60.0
 
@@ -122,23 +121,31 @@ class CliResult:
         return json.loads(self.stdout)
 
 
-async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> CliResult:
-    """`python -m mirror ARGS` as a real process; the event loop keeps serving meanwhile."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirror",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=subprocess_env(env),
-        cwd=REPO_ROOT,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        await stop_process(proc)
-        raise AssertionError(f"mirror {' '.join(args)} did not finish in {CLI_TIMEOUT}s") from None
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+class Cli:
+    """The `cli` fixture: `mirror ARGS` in-process, through `mirror.cli.main.main`.
+
+    It runs in a worker thread: the commands that talk to a mirror (`--server`, `warm`) call
+    the in-process mirror of the test, whose event loop must keep serving meanwhile. Output is
+    what capsys captured; the environment is the test's, without MIRROR_ADMIN_TOKEN unless
+    `env` sets it.
+    """
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None) -> CliResult:
+        """Blocking: for a test with no mirror of its own running in the event loop."""
+        from mirror.cli.main import main
+
+        with self.monkeypatch.context() as patch:
+            patch.delenv("MIRROR_ADMIN_TOKEN", raising=False)
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            self.capsys.readouterr()
+            code = main(list(args))
+            out, err = self.capsys.readouterr()
+        return CliResult(code, out, err)
+
+    async def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> CliResult:
+        return await asyncio.wait_for(asyncio.to_thread(self.run, *args, env=env), CLI_TIMEOUT)
