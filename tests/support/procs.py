@@ -80,7 +80,7 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM, wait, then SIGKILL; return the exit code."""
+    """SIGTERM, wait, then SIGKILL; close the pipes to it; return the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -88,6 +88,9 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> i
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     rc = proc.returncode
     assert rc is not None
     return rc
