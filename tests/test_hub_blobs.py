@@ -164,6 +164,35 @@ async def test_wrong_bytes_are_not_stored_and_cut_the_client(
     assert cdn_gets(hub) == 2
 
 
+async def test_last_byte_waits_for_verification(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """Wrong bytes from an upstream that ends its body late: while the mirror cannot verify
+    yet, its client gets every byte but the last, and then a cut, never the whole body."""
+    data = hub.make_blob(MIB, seed=11)
+    digest = hub.add_blob(REPO, data)
+    hub.faults.blob_wrong_bytes = True
+    hub.faults.blob_hold_end = end = asyncio.Event()  # chunked: no length to check against
+    received = 0
+
+    async def read_all(resp: aiohttp.ClientResponse) -> None:
+        nonlocal received
+        async for chunk in resp.content.iter_any():
+            received += len(chunk)
+
+    async with session.get(blob_url(mirror, digest)) as resp:
+        assert resp.status == 200, resp.status
+        reader = asyncio.create_task(read_all(resp))
+        await eventually(lambda: received >= len(data) - 1, what="all but the last byte")
+        end.set()  # now the upstream's body ends and the digest can be checked
+        with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+            await asyncio.wait_for(reader, 10)
+    assert received == len(data) - 1
+    hub.faults.blob_wrong_bytes = False
+    hub.faults.blob_hold_end = None
+    assert await get(session, blob_url(mirror, digest)) == data
+
+
 async def test_truncated_upstream_body_is_not_stored(
     hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
 ) -> None:

@@ -22,6 +22,8 @@ class Faults:
     blob_wrong_bytes: bool = False
     blob_chunk_delay: float = 0.0
     blob_gate: asyncio.Event | None = None
+    # Send the body chunked (no Content-Length) and hold its end until this is set.
+    blob_hold_end: asyncio.Event | None = None
     registry_status: int | None = None
     rate_limited: int | None = None
     token_down: bool = False
@@ -40,8 +42,9 @@ async def send_blob(
     if faults.blob_reset_after is not None:
         body = body[: faults.blob_reset_after]
     response = web.StreamResponse(headers=headers)
-    # The full length is announced even when the body will be cut short.
-    response.content_length = len(data)
+    if faults.blob_hold_end is None:
+        # The full length is announced even when the body will be cut short.
+        response.content_length = len(data)
     await response.prepare(request)
     try:
         await _write(response, body, faults)
@@ -52,6 +55,9 @@ async def send_blob(
         if request.transport is not None:
             request.transport.abort()
         return response
+    if faults.blob_hold_end is not None:
+        # Every byte is out; the end of the chunked body (and so of the response) waits.
+        await asyncio.wait_for(faults.blob_hold_end.wait(), GATE_TIMEOUT)
     await response.write_eof()
     return response
 
