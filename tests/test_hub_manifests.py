@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror, oci_error_code
@@ -269,15 +270,19 @@ async def test_containerd_namespace_parameter(
         assert await resp.read() == image.layers[0]
 
 
+@pytest.mark.parametrize("header", ["stored", "body", "absent"])
 async def test_manifest_not_matching_its_digest_is_refused(
-    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, header: str
 ) -> None:
     image = hub.add_image("library/alpine", "3.19", [b"layer"])
     forged = sha256_digest(b"what the client asked for")
-    # An upstream answering a digest with other bytes: the mirror must check, not trust.
+    # An upstream answering a digest with other bytes: the mirror must check, not trust. Its
+    # Docker-Content-Digest may name the digest asked for, the bytes it sent, or be missing:
+    # only the digest the client asked for counts.
     hub.content.repo("library/alpine").manifests[forged] = StoredManifest(
         image.manifest_bytes, image.media_type
     )
+    hub.faults.manifest_digest_header = header
     async with session.get(mirror.make_url(f"/v2/library/alpine/manifests/{forged}")) as resp:
         assert resp.status != 200
         assert await resp.read() != image.manifest_bytes

@@ -29,6 +29,9 @@ class Faults:
     token_down: bool = False
     manifest_delay: float = 0.0
     manifest_gate: asyncio.Event | None = None
+    # Docker-Content-Digest of a manifest answer: the digest it is stored under ("stored"),
+    # the digest of the bytes sent ("body"), or no header at all ("absent").
+    manifest_digest_header: str = "stored"
 
 
 async def send_blob(

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Middleware
 
 from .content import Content, FakeImage, make_blob
 from .faults import GATE_TIMEOUT, Faults, send_blob
-from .oci import OCI_INDEX, OCI_MANIFEST, accepted_types, error
+from .oci import OCI_INDEX, OCI_MANIFEST, accepted_types, error, sha256_digest
 
 ServerName = Literal["registry", "token", "cdn"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -313,6 +313,10 @@ class FakeHub:
             "ratelimit-limit": f"{RATE_LIMIT};{RATE_WINDOW}",
             "ratelimit-remaining": f"{self.ratelimit_remaining};{RATE_WINDOW}",
         }
+        if self.faults.manifest_digest_header == "body":
+            headers["Docker-Content-Digest"] = sha256_digest(stored.body)
+        elif self.faults.manifest_digest_header == "absent":
+            del headers["Docker-Content-Digest"]
         # aiohttp keeps Content-Length and drops the body for HEAD.
         return web.Response(body=stored.body, headers=headers)
 
