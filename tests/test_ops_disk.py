@@ -171,3 +171,32 @@ async def test_start_up_reconciles_what_a_crash_left(
     await pull(session, mirror, image)
     assert hub.count(server="cdn", method="GET") == 1  # only the blob whose file was lost
     assert lost_file in assert_consistent(data).rows
+
+
+async def test_eviction_passes_by_a_blob_a_client_is_reading(
+    hub: FakeHub,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    data = data_dir(tmp_path)
+    # 15 MB do not fit the socket buffers of a client that stopped reading: the mirror is
+    # still sending the layer when the second image crosses the bound.
+    held = hub.add_image(REPO, "held", [hub.make_blob(15 * MB, seed=21)])
+    other = hub.add_image(REPO, "other", [hub.make_blob(LAYER, seed=22)])
+    mirror = await make_mirror(max_size="20MB", low_water=0.9, flush_interval="1h")
+    await pull(session, mirror, held)
+    held_layer, other_layer = held.layer_digests[0], other.layer_digests[0]
+    url = mirror.make_url(f"/v2/{REPO}/blobs/{held_layer}")
+    async with aiohttp.ClientSession() as reader, reader.get(url) as resp:
+        assert resp.status == 200
+        head = await resp.content.readexactly(64 * 1024)  # then stop reading for a while
+        clock.advance(1)  # the held layer is now the least recently used blob
+        await pull(session, mirror, other)  # crosses 20 MB
+        await under_bound(data)
+        state = assert_consistent(data)
+        assert held_layer in state.rows, "evicted while a client was reading it"
+        assert other_layer not in state.rows, "the next least recently used blob should go"
+        rest = await resp.read()
+    assert head + rest == held.layers[0]
