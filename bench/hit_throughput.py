@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from fakes import FakeHub  # noqa: E402
-
-from tests.real.mirror_proc import MirrorProcess  # noqa: E402
+from support.mirror_process import MirrorProcess, process_config  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -63,7 +62,7 @@ async def run(args: argparse.Namespace) -> None:
         data = os.urandom(args.size_mib * MIB)
         digest = hub.add_blob("library/bench", data)
         with tempfile.TemporaryDirectory() as tmp:
-            mirror = MirrorProcess(Path(tmp), hub.url)
+            mirror = MirrorProcess(Path(tmp), process_config(hub.url, Path(tmp) / "data"))
             mirror.start()
             try:
                 url = f"{mirror.url}/v2/library/bench/blobs/{digest}"

@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from fakes import FakeHub  # noqa: E402
-
-from tests.real.mirror_proc import MirrorProcess  # noqa: E402
+from support.mirror_process import MirrorProcess, process_config  # noqa: E402
 
 ACCEPT = ", ".join(
     (
@@ -55,7 +54,7 @@ async def run(args: argparse.Namespace) -> None:
     async with FakeHub() as hub:
         image = hub.add_image("library/bench", "1.0", [hub.make_blob(1000, seed=1)])
         with tempfile.TemporaryDirectory() as tmp:
-            mirror = MirrorProcess(Path(tmp), hub.url)
+            mirror = MirrorProcess(Path(tmp), process_config(hub.url, Path(tmp) / "data"))
             mirror.start()
             try:
                 url = f"{mirror.url}/v2/library/bench/manifests/1.0"

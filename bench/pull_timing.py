@@ -1,7 +1,7 @@
 """Time skopeo pulls of a ~55 MB image: direct from a registry, cold and warm through the mirror.
 
 Starts a real docker-registry and real mirror processes on 127.0.0.1, builds and pushes the
-seeded test image (tests/real/images.py), and prints a table. See bench/README.md.
+seeded test image (tests/support/images.py), and prints a table. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT)]
 
-from tests.real.images import build_layout, push_all  # noqa: E402
-from tests.real.mirror_proc import MirrorProcess  # noqa: E402
-from tests.real.registry import Registry, count  # noqa: E402
-from tests.real.skopeo import Skopeo, diff_dirs  # noqa: E402
+from support.images import build_layout, push_images  # noqa: E402
+from support.mirror_process import MirrorProcess, process_config  # noqa: E402
+from support.registry import Registry, count  # noqa: E402
+from support.skopeo import Skopeo, diff_dirs  # noqa: E402
 
 
 @dataclass(slots=True)
@@ -61,11 +61,12 @@ class Bench:
     def setup(self) -> None:
         self.registry.start()
         layout = self.work / "layout"
-        build_layout(layout, multi=False)
-        self.ref = push_all(self.skopeo, layout, self.registry.host, names=["oci"])["oci"].ref
+        build_layout(layout)
+        self.ref = push_images(self.skopeo, layout, self.registry.host, ["oci"])["oci"].ref
 
     def mirror(self) -> MirrorProcess:
-        proc = MirrorProcess(self.work / f"mirror-{len(self.mirrors)}", self.registry.url)
+        root = self.work / f"mirror-{len(self.mirrors)}"
+        proc = MirrorProcess(root, process_config(self.registry.url, root / "data"))
         self.mirrors.append(proc)
         proc.start()
         return proc
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = bench.run()
         except Exception:
             for n, proc in enumerate(bench.mirrors):
-                print(f"--- mirror-{n} output ---\n{proc.stderr_text()}", file=sys.stderr)
+                print(f"--- mirror-{n} output ---\n{proc.output()}", file=sys.stderr)
             raise
         finally:
             bench.close()

@@ -1,14 +1,19 @@
-"""Fixtures for the fake-hub tests: a fake Docker Hub, a hand-moved clock and mirrors on sockets.
+"""Fixtures for every suite.
 
-`tests/` has no `__init__.py`, so pytest puts this directory on sys.path and `fakes` imports
-as a top-level package.
+The fake-hub tests: a fake Docker Hub, a hand-moved clock and in-process mirrors on sockets.
+The real-process suites (tests/real, tests/clients, tests/auth): the session's docker-registry
+with every test image pushed, skopeo, and mirror processes. A failed test's report gets the
+tails of the logs its fixtures registered (support.procs.keep_log).
+
+`tests/` has no `__init__.py`, so pytest puts this directory on sys.path and `fakes` and
+`support` import as top-level packages.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +23,17 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror
+from fakes.ops import Cli
+from support.images import build_layout, push_images
+from support.mirror_process import MirrorProcesses
+from support.procs import LOGS, keep_log, log_tail, need
+from support.registry import Registry
+from support.skopeo import Skopeo
 
 # Generous for a loaded 2-core machine; the timeout tests set their own short ones.
 DEFAULT_CONNECT_TIMEOUT = "2s"
 DEFAULT_READ_TIMEOUT = "5s"
+LOG_TAIL = 60
 
 
 @pytest.fixture
@@ -116,6 +128,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`mirror ARGS` in-process (`mirror.cli.main.main`), its output captured."""
+    return Cli(capsys, monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def no_unhandled_server_errors(
     request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
@@ -131,3 +149,58 @@ def no_unhandled_server_errors(
         and (record.name.startswith("aiohttp") or record.name.startswith("mirror.web"))
     ]
     assert not crashes, [f"{r.name}: {r.getMessage()}" for r in crashes]
+
+
+# -- real processes -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
+    return Skopeo(tmp_path_factory.mktemp("skopeo"))
+
+
+@pytest.fixture(scope="session")
+def registry(skopeo: Skopeo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The upstream: a real docker-registry for the whole session, every test image pushed
+    (`registry.images`, by name; support/images.py)."""
+    need("docker-registry", "skopeo", why="Debian packages docker-registry, skopeo")
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    try:
+        layout = build_layout(tmp_path_factory.mktemp("layout"))
+        reg.images = push_images(skopeo, layout, reg.host)
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def upstream(registry: Registry, request: pytest.FixtureRequest) -> Iterator[Registry]:
+    """The registry for a test that may stop it; it runs again afterwards."""
+    keep_log(request, "upstream registry log", registry.log_path)
+    try:
+        yield registry
+    finally:
+        registry.start()
+
+
+@pytest.fixture
+def mirror_processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MirrorProcesses]:
+    """Start `mirror serve` processes; each is stopped (SIGTERM) at the end of the test."""
+    processes = MirrorProcesses(tmp_path, request)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tails of the logs the test's fixtures registered to a failed report."""
+    report = yield
+    if report.failed:
+        for label, path in item.stash.get(LOGS, []):
+            report.sections.append((f"{label} ({path})", log_tail(path, LOG_TAIL)))
+    return report

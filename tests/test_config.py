@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fakes.ops import Cli
 
 from mirror.config import DOCKER_HUB_URL, ConfigError, load_config, parse_config
 
@@ -81,16 +80,10 @@ def test_mistakes_name_the_key(data: dict[str, object], message: str) -> None:
     assert str(raised.value).startswith(message)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirror", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_cli_exits_2_with_one_line_on_a_bad_config(tmp_path: Path) -> None:
+def test_cli_exits_2_with_one_line_on_a_bad_config(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[cache]\ntag_ttl = "soon"\n')
-    result = run_cli("serve", "--config", str(config))
+    result = cli.run("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         'mirror: config error: cache.tag_ttl: expected a duration such as "10m" or "30s", '
@@ -98,15 +91,15 @@ def test_cli_exits_2_with_one_line_on_a_bad_config(tmp_path: Path) -> None:
     ]
 
 
-def test_cli_exits_2_on_an_unreadable_file(tmp_path: Path) -> None:
-    result = run_cli("serve", "--config", str(tmp_path / "missing.toml"))
+def test_cli_exits_2_on_an_unreadable_file(cli: Cli, tmp_path: Path) -> None:
+    result = cli.run("serve", "--config", str(tmp_path / "missing.toml"))
     assert result.returncode == 2
     assert "missing.toml: cannot read" in result.stderr
 
 
-def test_cli_exits_2_on_invalid_toml(tmp_path: Path) -> None:
+def test_cli_exits_2_on_invalid_toml(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[server\n")
-    result = run_cli("serve", "--config", str(config))
+    result = cli.run("serve", "--config", str(config))
     assert result.returncode == 2
     assert "not valid TOML" in result.stderr

@@ -6,23 +6,10 @@ import base64
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from fakes import FakeHub, FakeImage
-from fakes.client import MakeMirror, oci_error_code
+from fakes import FakeHub
+from fakes.client import MakeMirror, oci_error_code, pull
 
 PRIVATE = "acme/private"
-
-
-async def pull(session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage) -> None:
-    """What a client does: tag, then config and layers; everything must match byte for byte."""
-    async with session.get(mirror.make_url(f"/v2/{image.repo}/manifests/{image.tag}")) as resp:
-        assert resp.status == 200
-        assert await resp.read() == image.manifest_bytes
-    for digest, layer in zip(image.layer_digests, image.layers, strict=True):
-        async with session.get(mirror.make_url(f"/v2/{image.repo}/blobs/{digest}")) as resp:
-            assert resp.status == 200
-            assert await resp.read() == layer
-    async with session.get(mirror.make_url(f"/v2/{image.repo}/blobs/{image.config_digest}")) as r:
-        assert r.status == 200
 
 
 async def test_cdn_never_sees_authorization(

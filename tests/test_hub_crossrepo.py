@@ -3,10 +3,13 @@ upstream does not confirm holds it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.client import MakeMirror, oci_error_code
+from support.poll import eventually
 
 
 async def get_blob(
@@ -85,3 +88,25 @@ async def test_private_content_is_not_readable_under_another_name(
             assert resp.status == 404
             assert await resp.read() != image.manifest_bytes
     assert hub.count(server="cdn") == 0
+
+
+async def test_blob_still_filling_is_not_served_under_another_repo(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+) -> None:
+    """While a blob downloads for A, a request under B (which the upstream says does not
+    hold it) must not join that download."""
+    data = hub.make_blob(2 * 1024 * 1024, seed=5)
+    digest = hub.add_blob("library/a", data)
+    hub.add_blob("library/b", b"b has other things")
+    hub.faults.blob_gate = gate = asyncio.Event()
+    filling = asyncio.create_task(get_blob(session, mirror, "library/a", digest))
+    await eventually(lambda: hub.count(server="cdn", method="GET") == 1, what="the fill started")
+    async with session.get(mirror.make_url(f"/v2/library/b/blobs/{digest}")) as resp:
+        assert resp.status == 404
+        assert await oci_error_code(resp) == "BLOB_UNKNOWN"
+    async with session.head(mirror.make_url(f"/v2/library/b/blobs/{digest}")) as resp:
+        assert resp.status == 404
+    assert not filling.done()  # it was a fill, not a stored blob, that B was refused
+    gate.set()
+    assert await asyncio.wait_for(filling, 30) == (200, data)
+    assert hub.count(server="cdn", method="GET") == 1

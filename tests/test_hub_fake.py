@@ -8,10 +8,11 @@ import base64
 import aiohttp
 import pytest
 from fakes import FakeHub
-from fakes.client import oci_error_code, read_or_none, wait_until
+from fakes.client import oci_error_code, read_or_none
 from fakes.hub import FAILED
 from fakes.oci import DOCKER_MANIFEST, OCI_MANIFEST, sha256_digest
 from multidict import CIMultiDict
+from support.poll import eventually
 
 
 async def token(
@@ -155,7 +156,7 @@ async def test_blob_faults(hub: FakeHub, session: aiohttp.ClientSession) -> None
     hub.faults.blob_gate = gate = asyncio.Event()
     async with session.get(url) as resp:
         first = await resp.content.readexactly(len(data) // 2)
-        await wait_until(lambda: hub.requests[-1].status is None)
+        await eventually(lambda: hub.requests[-1].status is None)
         gate.set()
         assert first + await resp.read() == data
 
@@ -204,5 +205,5 @@ async def test_a_client_hanging_up_mid_blob_is_recorded_as_failed(
     await resp.content.readexactly(1000)
     resp.close()
     gate.set()
-    await wait_until(lambda: hub.requests[-1].status is not None)
+    await eventually(lambda: hub.requests[-1].status is not None)
     assert hub.requests[-1].status == FAILED

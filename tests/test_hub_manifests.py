@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror, oci_error_code
 from fakes.content import StoredManifest
 from fakes.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from fakes.ops import metric_value, scrape
 from multidict import CIMultiDict
+from support.poll import eventually
 
 TTL = 600.0  # the default config's "10m"
 MANIFESTS = "/manifests/"
@@ -265,16 +270,49 @@ async def test_containerd_namespace_parameter(
         assert await resp.read() == image.layers[0]
 
 
+@pytest.mark.parametrize("header", ["stored", "body", "absent"])
 async def test_manifest_not_matching_its_digest_is_refused(
-    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, header: str
 ) -> None:
     image = hub.add_image("library/alpine", "3.19", [b"layer"])
     forged = sha256_digest(b"what the client asked for")
-    # An upstream answering a digest with other bytes: the mirror must check, not trust.
+    # An upstream answering a digest with other bytes: the mirror must check, not trust. Its
+    # Docker-Content-Digest may name the digest asked for, the bytes it sent, or be missing:
+    # only the digest the client asked for counts.
     hub.content.repo("library/alpine").manifests[forged] = StoredManifest(
         image.manifest_bytes, image.media_type
     )
+    hub.faults.manifest_digest_header = header
     async with session.get(mirror.make_url(f"/v2/library/alpine/manifests/{forged}")) as resp:
         assert resp.status != 200
         assert await resp.read() != image.manifest_bytes
         await oci_error_code(resp)
+
+
+async def test_concurrent_gets_of_a_digest_share_one_upstream_fetch(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+) -> None:
+    image = hub.add_image("library/alpine", "3.19", [b"layer"])
+    url = mirror.make_url(f"/v2/library/alpine/manifests/{image.manifest_digest}")
+    hub.faults.manifest_gate = gate = asyncio.Event()
+    clients = 10
+
+    async def get() -> bytes:
+        async with session.get(url) as resp:
+            assert resp.status == 200, resp.status
+            return await resp.read()
+
+    tasks = [asyncio.create_task(get()) for _ in range(clients)]
+
+    async def all_waiting() -> bool:
+        # Counted just before a request joins (or starts) the fetch of that digest.
+        text = await scrape(session, mirror)
+        labels = {"kind": "manifest", "result": "miss"}
+        return metric_value(text, "mirror_cache_requests_total", labels) == clients
+
+    # The upstream answers only once every request is waiting on the fetch.
+    await eventually(all_waiting, what=f"{clients} requests waiting on the manifest fetch")
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 30) == [image.manifest_bytes] * clients
+    by_digest = f"/manifests/{image.manifest_digest}"
+    assert hub.count(server="registry", method="GET", path_endswith=by_digest, status=200) == 1

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub, FakeImage
-from fakes.client import oci_error_code, wait_until
-from fakes.oci import ALL_MANIFEST_TYPES
-from fakes.ops import MakeOpsMirror, assert_consistent, blob_path, flip_bytes, read_store, settle
+from fakes.client import MakeMirror, oci_error_code, pull
+from fakes.ops import assert_consistent, blob_path, flip_bytes, read_store
+from support.poll import eventually
 from yarl import URL
 
 TOKEN = "ops-admin-token-0123456789abcdef"
@@ -56,23 +56,6 @@ async def admin(
         return body
 
 
-async def pull(
-    session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage, repo: str = REPO
-) -> None:
-    """What a client does: the manifest by tag, then the config and every layer."""
-    url = mirror.make_url(f"/v2/{repo}/manifests/{image.tag}")
-    async with session.get(url, headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}) as resp:
-        assert resp.status == 200, resp.status
-        assert resp.headers["Docker-Content-Digest"] == image.manifest_digest
-    blobs = [(image.config_digest, None), *zip(image.layer_digests, image.layers, strict=True)]
-    for digest, data in blobs:
-        async with session.get(mirror.make_url(f"/v2/{repo}/blobs/{digest}")) as resp:
-            assert resp.status == 200, resp.status
-            body = await resp.read()
-            if data is not None:
-                assert body == data
-
-
 async def fetch(session: aiohttp.ClientSession, url: URL) -> bytes:
     async with session.get(url) as resp:
         assert resp.status == 200, resp.status
@@ -95,7 +78,7 @@ def add_image(hub: FakeHub, tag: str = "3.19", seed: int = 1, size: int = 300_00
 
 
 async def test_admin_api_does_not_exist_without_a_token(
-    make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     mirror = await make_mirror()
     for method, path in ROUTES:
@@ -106,7 +89,7 @@ async def test_admin_api_does_not_exist_without_a_token(
 
 
 async def test_wrong_or_missing_token_is_401_and_changes_nothing(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -137,7 +120,7 @@ async def test_wrong_or_missing_token_is_401_and_changes_nothing(
 
 
 async def test_dry_runs_count_and_delete_nothing(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub, size=400_000)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -183,7 +166,7 @@ async def test_dry_runs_count_and_delete_nothing(
 
 
 async def test_purge_blob_fetches_it_again(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -209,7 +192,7 @@ async def test_purge_blob_fetches_it_again(
 
 
 async def test_purge_manifest_resolves_the_tag_upstream_again(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -224,7 +207,7 @@ async def test_purge_manifest_resolves_the_tag_upstream_again(
 
 
 async def test_purge_one_tag_resolves_only_that_tag_upstream(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     old = add_image(hub, "3.19", seed=1)
     new = add_image(hub, "3.20", seed=2)
@@ -242,7 +225,7 @@ async def test_purge_one_tag_resolves_only_that_tag_upstream(
 
 
 async def test_purge_repository_and_upstream_parameter(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     first = add_image(hub, "3.19", seed=1)
     second = add_image(hub, "3.20", seed=2)
@@ -264,7 +247,7 @@ async def test_purge_repository_and_upstream_parameter(
 
 
 async def test_purge_everything_makes_every_pull_go_upstream(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -287,7 +270,7 @@ async def test_purge_everything_makes_every_pull_go_upstream(
 async def test_purge_during_a_fill_lets_the_download_finish(
     purge: str,
     hub: FakeHub,
-    make_mirror: MakeOpsMirror,
+    make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
@@ -309,7 +292,7 @@ async def test_purge_during_a_fill_lets_the_download_finish(
     try:
         tmp = data_dir(tmp_path) / "tmp"
         # Held half-way: the upstream sent half of the blob and waits at the gate.
-        await settle(
+        await eventually(
             lambda: any(p.stat().st_size >= len(data) // 2 for p in tmp.iterdir()),
             what="the fill to reach the gate",
         )
@@ -319,8 +302,8 @@ async def test_purge_during_a_fill_lets_the_download_finish(
     finally:
         gate.set()
     assert await asyncio.wait_for(client, 30) == data
-    await wait_until(lambda: hub.count(server="cdn", method="GET", status=200) == 1)
-    await settle(lambda: not any((data_dir(tmp_path) / "tmp").iterdir()), what="tmp/ empty")
+    await eventually(lambda: hub.count(server="cdn", method="GET", status=200) == 1)
+    await eventually(lambda: not any((data_dir(tmp_path) / "tmp").iterdir()), what="tmp/ empty")
     state = assert_consistent(data_dir(tmp_path))
     stats = await admin(session, mirror, "GET", "/admin/stats")
     assert stats["storage"] == {
@@ -332,12 +315,12 @@ async def test_purge_during_a_fill_lets_the_download_finish(
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert resp.status == 200
         assert await resp.read() == data
-    await settle(lambda: not any((data_dir(tmp_path) / "tmp").iterdir()), what="tmp/ empty")
+    await eventually(lambda: not any((data_dir(tmp_path) / "tmp").iterdir()), what="tmp/ empty")
     assert_consistent(data_dir(tmp_path))
 
 
 async def test_purge_everything_while_fills_complete_keeps_rows_and_files_together(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """`DELETE /admin/cache` sent while eight fresh fills run and finish. However each one falls
     (stored before, during or after the purge), every file keeps its row or goes with it: a
@@ -353,7 +336,7 @@ async def test_purge_everything_while_fills_complete_keeps_rows_and_files_togeth
         clients = [asyncio.create_task(fetch(session, url)) for url in urls]
         await admin(session, mirror, "DELETE", "/admin/cache")
         assert await asyncio.wait_for(asyncio.gather(*clients), 30) == blobs
-        await settle(functools.partial(tmp_empty, data), what="tmp/ empty")
+        await eventually(functools.partial(tmp_empty, data), what="tmp/ empty")
         state = read_store(data)
         orphans = sorted(set(state.files) - set(state.rows))
         assert not orphans, f"round {round_}: {len(orphans)} of 8 stored files have no row"
@@ -364,12 +347,13 @@ async def test_purge_everything_while_fills_complete_keeps_rows_and_files_togeth
 
 
 async def test_purge_while_a_client_reads_a_stored_blob(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = hub.make_blob(24 * MIB + 3, seed=11)
     digest = hub.add_blob(REPO, data)
     mirror = await make_mirror(admin_token=TOKEN)
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
+    stored = blob_path(data_dir(tmp_path), digest)
     async with session.get(url) as resp:
         assert await resp.read() == data  # stored now
     async with aiohttp.ClientSession() as reader, reader.get(url) as resp:
@@ -377,17 +361,19 @@ async def test_purge_while_a_client_reads_a_stored_blob(
         head = await resp.content.readexactly(64 * 1024)  # then stop reading for a while
         answer = await admin(session, mirror, "DELETE", "/admin/cache")
         assert answer["blobs"] == 1 and answer["bytes"] == len(data)
+        # The row is gone at once; the file stays while the mirror still sends it (24 MiB do
+        # not fit the socket buffers of a client that stopped reading).
+        assert stored.exists(), "the file was deleted under a client still reading it"
         rest = await resp.read()
     assert head + rest == data
     # The file goes once its last reader let go of it.
-    stored = blob_path(data_dir(tmp_path), digest)
-    await settle(lambda: not stored.exists(), what="the purged file removed")
+    await eventually(lambda: not stored.exists(), what="the purged file removed")
     state = assert_consistent(data_dir(tmp_path))
     assert state.rows == {}
 
 
 async def test_admin_routes_validate_their_input(
-    make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     mirror = await make_mirror(admin_token=TOKEN)
     cases = [
@@ -407,7 +393,7 @@ async def test_admin_routes_validate_their_input(
 
 
 async def test_revalidate_answers_old_and_new_digest(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     first = add_image(hub, "3.19", seed=1)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -435,7 +421,7 @@ async def test_revalidate_answers_old_and_new_digest(
 
 
 async def test_stats_answer_storage_and_hit_ratio(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub, size=500_000)
     mirror = await make_mirror(admin_token=TOKEN)
@@ -455,7 +441,7 @@ async def test_stats_answer_storage_and_hit_ratio(
 
 
 async def test_gc_and_verify_on_a_running_server(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     image = add_image(hub)
     mirror = await make_mirror(admin_token=TOKEN)

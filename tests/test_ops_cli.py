@@ -1,22 +1,15 @@
-"""`mirror stats|purge|gc|verify` as real processes: on a stopped data folder (--data) and
-against a running mirror's admin API (--server, --token)."""
+"""`mirror stats|purge|gc|verify` through the command line's `main`: on a stopped data folder
+(--data) and against a running mirror's admin API (--server, --token)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 from fakes import FakeHub, FakeImage
-from fakes.oci import ALL_MANIFEST_TYPES, sha256_digest
-from fakes.ops import (
-    MakeOpsMirror,
-    assert_consistent,
-    blob_path,
-    flip_bytes,
-    read_store,
-    run_cli,
-)
+from fakes.client import MakeMirror, pull
+from fakes.oci import sha256_digest
+from fakes.ops import Cli, assert_consistent, blob_path, flip_bytes, read_store
 
 TOKEN = "ops-cli-token-0123456789abcdef"
 REPO = "library/alpine"
@@ -26,18 +19,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-async def pull(session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage) -> None:
-    url = mirror.make_url(f"/v2/{REPO}/manifests/{image.tag}")
-    async with session.get(url, headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}) as resp:
-        assert resp.status == 200
-    for digest in (image.config_digest, *image.layer_digests):
-        async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
-            assert resp.status == 200
-            assert sha256_digest(await resp.read()) == digest
-
-
 async def stopped_folder(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> FakeImage:
     """Pull one image (a config and two layers) through a mirror, then stop that mirror."""
     image = hub.add_image(REPO, "3.19", [hub.make_blob(300_000, seed=n) for n in (1, 2)])
@@ -48,17 +31,17 @@ async def stopped_folder(
 
 
 async def test_verify_on_a_stopped_folder_removes_a_corrupt_blob(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = await stopped_folder(hub, make_mirror, session)
-    clean = await run_cli("verify", "--data", str(data))
+    clean = await cli("verify", "--data", str(data))
     assert clean.returncode == 0, clean
     assert clean.json()["corrupt"] == [] and clean.json()["checked"] == 3
 
     bad = image.layer_digests[1]
     flip_bytes(blob_path(data, bad), offset=12_345)
-    result = await run_cli("verify", "--data", str(data))
+    result = await cli("verify", "--data", str(data))
     assert result.returncode == 1, result
     report = result.json()
     assert report["corrupt"] == [bad] and report["checked"] == 3
@@ -66,7 +49,7 @@ async def test_verify_on_a_stopped_folder_removes_a_corrupt_blob(
     state = assert_consistent(data)
     assert bad not in state.rows and len(state.rows) == 2
 
-    again = await run_cli("verify", "--data", str(data))
+    again = await cli("verify", "--data", str(data))
     assert again.returncode == 0, again
     assert again.json()["corrupt"] == [] and again.json()["checked"] == 2
 
@@ -78,18 +61,18 @@ async def test_verify_on_a_stopped_folder_removes_a_corrupt_blob(
 
 
 async def test_stats_purge_and_gc_on_a_stopped_folder(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = await stopped_folder(hub, make_mirror, session)
     before = assert_consistent(data)
 
-    stats = await run_cli("stats", "--data", str(data))
+    stats = await cli("stats", "--data", str(data))
     assert stats.returncode == 0, stats
     assert stats.json()["storage"] == {"bytes": before.file_bytes, "blobs": 3}
     assert stats.json()["manifests"] == 1 and stats.json()["tags"] == 1
 
-    dry = await run_cli("purge", "--all", "--dry-run", "--data", str(data))
+    dry = await cli("purge", "--all", "--dry-run", "--data", str(data))
     assert dry.returncode == 0, dry
     assert dry.json() == {
         "tags": 1,
@@ -107,7 +90,7 @@ async def test_stats_purge_and_gc_on_a_stopped_folder(
     orphan_path = blob_path(data, sha256_digest(orphan))
     orphan_path.parent.mkdir(parents=True, exist_ok=True)
     orphan_path.write_bytes(orphan)
-    gc = await run_cli("gc", "--data", str(data))
+    gc = await cli("gc", "--data", str(data))
     assert gc.returncode == 0, gc
     assert gc.json()["reconciled"] == {
         "temp_files": 1,
@@ -117,24 +100,24 @@ async def test_stats_purge_and_gc_on_a_stopped_folder(
     assert gc.json()["evicted_blobs"] == 0
     assert len(assert_consistent(data).rows) == 2
 
-    purge = await run_cli("purge", "--repository", "alpine", "--tag", "3.19", "--data", str(data))
+    purge = await cli("purge", "--repository", "alpine", "--tag", "3.19", "--data", str(data))
     assert purge.returncode == 0, purge
     assert purge.json()["tags"] == 1 and purge.json()["dry_run"] is False
-    everything = await run_cli("purge", "--all", "--data", str(data))
+    everything = await cli("purge", "--all", "--data", str(data))
     assert everything.returncode == 0, everything
     assert everything.json()["blobs"] == 2 and everything.json()["manifests"] == 1
     state = assert_consistent(data)
     assert (state.rows, state.manifests, state.tags) == ({}, 0, 0)
 
 
-async def test_offline_command_on_a_folder_without_data_fails(tmp_path: Path) -> None:
-    result = await run_cli("stats", "--data", str(tmp_path / "nothing-here"))
+async def test_offline_command_on_a_folder_without_data_fails(cli: Cli, tmp_path: Path) -> None:
+    result = await cli("stats", "--data", str(tmp_path / "nothing-here"))
     assert result.returncode == 1
     assert "mirror.db" in result.stderr and result.stdout == ""
 
 
 async def test_commands_against_a_running_server(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     image = hub.add_image(REPO, "3.19", [hub.make_blob(300_000, seed=n) for n in (1, 2)])
@@ -143,39 +126,39 @@ async def test_commands_against_a_running_server(
     server = ["--server", str(mirror.make_url("/")), "--token", TOKEN]
     stored = read_store(data)
 
-    stats = await run_cli("stats", *server)
+    stats = await cli("stats", *server)
     assert stats.returncode == 0, stats
     assert stats.json()["storage"]["bytes"] == stored.file_bytes
     assert stats.json()["storage"]["blobs"] == 3
     # The token may come from the environment instead of the command line.
-    from_env = await run_cli(
+    from_env = await cli(
         "stats", "--server", str(mirror.make_url("/")), env={"MIRROR_ADMIN_TOKEN": TOKEN}
     )
     assert from_env.returncode == 0, from_env
 
-    dry = await run_cli("purge", "--all", "--dry-run", *server)
+    dry = await cli("purge", "--all", "--dry-run", *server)
     assert dry.returncode == 0, dry
     assert dry.json()["blobs"] == 3 and dry.json()["dry_run"] is True
     assert read_store(data) == stored
 
-    gc = await run_cli("gc", *server)
+    gc = await cli("gc", *server)
     assert gc.returncode == 0, gc
     assert gc.json() == {"evicted_blobs": 0, "evicted_bytes": 0}
 
-    ok = await run_cli("verify", *server)
+    ok = await cli("verify", *server)
     assert ok.returncode == 0, ok
     assert ok.json()["checked"] == 3 and ok.json()["corrupt"] == []
     bad = image.layer_digests[0]
     flip_bytes(blob_path(data, bad))
-    corrupt = await run_cli("verify", *server)
+    corrupt = await cli("verify", *server)
     assert corrupt.returncode == 1, corrupt
     assert corrupt.json()["corrupt"] == [bad]
     assert bad not in assert_consistent(data).rows
 
-    one_tag = await run_cli("purge", "--repository", "alpine", "--tag", "3.19", *server)
+    one_tag = await cli("purge", "--repository", "alpine", "--tag", "3.19", *server)
     assert one_tag.returncode == 0, one_tag
     assert one_tag.json()["tags"] == 1
-    blob = await run_cli("purge", "--blob", image.layer_digests[1], *server)
+    blob = await cli("purge", "--blob", image.layer_digests[1], *server)
     assert blob.returncode == 0, blob
     assert blob.json()["blobs"] == 1 and blob.json()["bytes"] == len(image.layers[1])
     hub.reset_counts()
@@ -183,7 +166,7 @@ async def test_commands_against_a_running_server(
     assert hub.count(server="registry", method="GET", path_contains="/manifests/3.19") == 1
     assert hub.count(server="cdn", method="GET") == 2  # the corrupt one and the purged one
 
-    wrong = await run_cli("stats", "--server", str(mirror.make_url("/")), "--token", "x" * 20)
+    wrong = await cli("stats", "--server", str(mirror.make_url("/")), "--token", "x" * 20)
     assert wrong.returncode == 1
     assert "401" in wrong.stderr and wrong.stdout == ""
     assert "x" * 20 not in wrong.stderr

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from fakes import FakeClock, FakeHub, FakeImage
+from fakes import FakeClock, FakeHub
+from fakes.client import MakeMirror, pull
 from fakes.oci import ALL_MANIFEST_TYPES, sha256_digest
 from fakes.ops import (
-    MakeOpsMirror,
     assert_consistent,
     blob_path,
     metric_value,
     read_store,
     scrape,
-    settle,
 )
+from support.poll import eventually
 
 REPO = "library/disk"
 MB = 1000 * 1000
@@ -44,16 +44,9 @@ async def get_blob(session: aiohttp.ClientSession, mirror: TestServer, digest: s
     return body
 
 
-async def pull(session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage) -> None:
-    assert await get_manifest(session, mirror, image.tag) == image.manifest_digest
-    await get_blob(session, mirror, image.config_digest)
-    for digest, layer in zip(image.layer_digests, image.layers, strict=True):
-        assert await get_blob(session, mirror, digest) == layer
-
-
 async def under_bound(data: Path) -> None:
     """Eviction runs in the background: wait (bounded) until the files fit the bound again."""
-    await settle(
+    await eventually(
         lambda: read_store(data).file_bytes <= MAX_SIZE, what=f"blobs/ under {MAX_SIZE} bytes"
     )
 
@@ -61,7 +54,7 @@ async def under_bound(data: Path) -> None:
 async def test_lru_eviction_keeps_the_store_under_max_size(
     hub: FakeHub,
     clock: FakeClock,
-    make_mirror: MakeOpsMirror,
+    make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
@@ -117,7 +110,7 @@ async def test_lru_eviction_keeps_the_store_under_max_size(
 
 
 async def test_blob_larger_than_the_bound_is_served_and_not_stored(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     small = hub.make_blob(100_000, seed=1)
@@ -129,7 +122,7 @@ async def test_blob_larger_than_the_bound_is_served_and_not_stored(
         assert await get_blob(session, mirror, huge_digest) == huge
         # Streamed through, never stored: each request downloads it again.
         assert hub.count(server="cdn", method="GET", path_contains=huge_digest) == attempt
-        await settle(lambda: not any((data / "tmp").iterdir()), what="tmp/ empty")
+        await eventually(lambda: not any((data / "tmp").iterdir()), what="tmp/ empty")
         state = assert_consistent(data)
         assert huge_digest not in state.rows
         assert not blob_path(data, huge_digest).exists()
@@ -140,7 +133,7 @@ async def test_blob_larger_than_the_bound_is_served_and_not_stored(
 
 
 async def test_start_up_reconciles_what_a_crash_left(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     data = data_dir(tmp_path)
     layers = [hub.make_blob(200_000, seed=n) for n in range(3)]
@@ -178,3 +171,34 @@ async def test_start_up_reconciles_what_a_crash_left(
     await pull(session, mirror, image)
     assert hub.count(server="cdn", method="GET") == 1  # only the blob whose file was lost
     assert lost_file in assert_consistent(data).rows
+
+
+async def test_eviction_passes_by_a_blob_a_client_is_reading(
+    hub: FakeHub,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    data = data_dir(tmp_path)
+    # 15 MB do not fit the socket buffers of a client that stopped reading: the mirror is
+    # still sending the layer when the second image crosses the bound.
+    held = hub.add_image(REPO, "held", [hub.make_blob(15 * MB, seed=21)])
+    other = hub.add_image(REPO, "other", [hub.make_blob(LAYER, seed=22)])
+    mirror = await make_mirror(max_size="20MB", low_water=0.9, flush_interval="1h")
+    await pull(session, mirror, held)
+    held_layer = held.layer_digests[0]
+    url = mirror.make_url(f"/v2/{REPO}/blobs/{held_layer}")
+    async with aiohttp.ClientSession() as reader, reader.get(url) as resp:
+        assert resp.status == 200
+        head = await resp.content.readexactly(64 * 1024)  # then stop reading for a while
+        clock.advance(1)  # the held layer is now the least recently used blob
+        await pull(session, mirror, other)  # crosses 20 MB
+        await under_bound(data)
+        state = assert_consistent(data)
+        assert held_layer in state.rows, "evicted while a client was reading it"
+        # Eviction did run (the older blobs went to make room), it only passed the held one by.
+        evicted = metric_value(await scrape(session, mirror), "mirror_evicted_blobs_total")
+        assert evicted, "nothing was evicted: the bound was never crossed"
+        rest = await resp.read()
+    assert head + rest == held.layers[0]

@@ -3,6 +3,7 @@ process, which must hold no secret: upstream password, admin token, client Autho
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -13,8 +14,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
+from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
-from fakes.ops import MakeOpsMirror, MirrorProcess
+from support.mirror_process import MirrorProcesses
 
 REPO = "library/private"
 USERNAME = "ops-user"
@@ -33,7 +35,7 @@ async def get_json(session: aiohttp.ClientSession, url: str, status: int) -> Any
 
 
 async def test_healthz_and_readyz_do_not_depend_on_the_upstream(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     mirror: TestServer = await make_mirror()
     assert await get_json(session, str(mirror.make_url("/healthz")), 200) == {"status": "ok"}
@@ -71,7 +73,11 @@ def request_entries(lines: list[str]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("log_level", ["info", "debug"])
 async def test_json_request_logs_and_no_secret_in_any_line(
-    log_level: str, hub: FakeHub, session: aiohttp.ClientSession, tmp_path: Path
+    log_level: str,
+    hub: FakeHub,
+    session: aiohttp.ClientSession,
+    mirror_processes: MirrorProcesses,
+    tmp_path: Path,
 ) -> None:
     layer = hub.make_blob(200_000, seed=1)
     image = hub.add_image(REPO, "1.0", [layer])
@@ -91,8 +97,8 @@ async def test_json_request_logs_and_no_secret_in_any_line(
             }
         ],
     }
-    proc = MirrorProcess(tmp_path / "proc", config, "--log-level", log_level)
-    await proc.start(session)
+    # Started in a worker thread: the fake hub runs in this event loop and must keep serving.
+    proc = await asyncio.to_thread(mirror_processes, config=config, args=["--log-level", log_level])
     try:
         base = proc.url
         manifest_url = f"{base}/v2/{REPO}/manifests/1.0"
@@ -117,7 +123,7 @@ async def test_json_request_logs_and_no_secret_in_any_line(
         async with session.get(f"{base}/metrics") as resp:
             assert resp.status == 200
     finally:
-        await proc.stop()
+        await asyncio.to_thread(proc.stop)
 
     # The mirror did log in upstream with the password; neither it nor any token shows.
     assert hub.count(server="token") >= 1

@@ -12,15 +12,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
+from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
-from fakes.ops import (
-    MakeOpsMirror,
-    eventually,
-    free_port,
-    read_store,
-    require_binary,
-    stop_process,
-)
+from fakes.ops import read_store
+from support.poll import eventually
+from support.procs import free_port, need, stop_process, which
 
 JOB = "mirror-ops"
 REPO = "library/alpine"
@@ -92,7 +88,7 @@ async def start_prometheus(
 
 
 @pytest.fixture
-async def mirror(make_mirror: MakeOpsMirror) -> TestServer:
+async def mirror(make_mirror: MakeMirror) -> TestServer:
     return await make_mirror()
 
 
@@ -100,7 +96,9 @@ async def mirror(make_mirror: MakeOpsMirror) -> TestServer:
 async def prometheus(
     mirror: TestServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> AsyncIterator[Prometheus]:
-    binary = require_binary("prometheus")
+    need("prometheus")
+    binary = which("prometheus")
+    assert binary is not None
     assert mirror.host == "127.0.0.1"
     target = f"127.0.0.1:{mirror.port}"
     running = await start_prometheus(binary, tmp_path / "prometheus", target, session)

@@ -11,8 +11,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
+from fakes.client import MakeMirror
 from fakes.oci import sha256_digest
-from fakes.ops import MakeOpsMirror, assert_consistent, metric_value, scrape, settle
+from fakes.ops import assert_consistent, metric_value, scrape
+from support.poll import eventually
 
 REPO = "library/storm"
 KIB = 1024
@@ -59,7 +61,7 @@ async def client(
 
 async def storm(
     hub: FakeHub,
-    make_mirror: MakeOpsMirror,
+    make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
     tmp_path: Path,
     purge_every: float | None,
@@ -109,7 +111,7 @@ async def gauge_matches_disk(
 
 
 async def test_eviction_storm_while_clients_pull(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     mirror, problems, peak = await storm(hub, make_mirror, session, tmp_path, purge_every=None)
     assert problems == []
@@ -117,12 +119,12 @@ async def test_eviction_storm_while_clients_pull(
     # right now (at most one blob per client), so that is the slack over the bound.
     assert peak <= MAX_SIZE + CLIENTS * BLOB, f"peak {peak} bytes"
     data = tmp_path / "data"
-    await settle(lambda: blob_file_bytes(data) <= MAX_SIZE, what="back under max_size")
+    await eventually(lambda: blob_file_bytes(data) <= MAX_SIZE, what="back under max_size")
     await gauge_matches_disk(session, mirror, data)
 
 
 async def test_purge_storm_while_clients_pull(
-    hub: FakeHub, make_mirror: MakeOpsMirror, session: aiohttp.ClientSession, tmp_path: Path
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     mirror, problems, _ = await storm(hub, make_mirror, session, tmp_path, purge_every=0.02)
     assert problems == []

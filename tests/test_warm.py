@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-
 import aiohttp
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.client import MakeMirror
-
-
-async def run_warm(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirror",
-        "warm",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from fakes.ops import Cli
 
 
 async def test_warm_caches_every_platform_then_serves_them_offline(
-    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     amd64 = hub.add_image("library/tool", "amd64", [hub.make_blob(40_000, seed=1)])
     arm64 = hub.add_image("library/tool", "arm64", [hub.make_blob(50_000, seed=2)])
     hub.add_index("library/tool", "1.0", [amd64, arm64])
     mirror: TestServer = await make_mirror()
 
-    code, out, err = await run_warm("--server", str(mirror.make_url("")), "tool:1.0")
-    assert code == 0, err
-    [report] = json.loads(out)
+    result = await cli("warm", "--server", str(mirror.make_url("")), "tool:1.0")
+    assert result.returncode == 0, result.stderr
+    [report] = result.json()
     assert report["errors"] == []
     assert (report["manifests"], report["blobs"]) == (3, 4)  # index + 2 manifests; 2x config+layer
     configs = [await mirror_blob(session, mirror, image.config_digest) for image in (amd64, arm64)]
@@ -46,8 +28,8 @@ async def test_warm_caches_every_platform_then_serves_them_offline(
 
     # Every piece is now local: the same walk again asks the upstream nothing.
     hub.reset_counts()
-    code, out, err = await run_warm("--server", str(mirror.make_url("")), "tool:1.0")
-    assert code == 0, err
+    result = await cli("warm", "--server", str(mirror.make_url("")), "tool:1.0")
+    assert result.returncode == 0, result.stderr
     assert hub.count() == 0
 
 
@@ -58,27 +40,27 @@ async def mirror_blob(session: aiohttp.ClientSession, mirror: TestServer, digest
 
 
 async def test_warm_one_platform_only(
-    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
 ) -> None:
     amd64 = hub.add_image("library/tool", "amd64", [hub.make_blob(40_000, seed=3)])
     arm64 = hub.add_image("library/tool", "arm64", [hub.make_blob(50_000, seed=4)])
     hub.add_index("library/tool", "2.0", [amd64, arm64])
     mirror = await make_mirror()
-    code, out, err = await run_warm(
-        "--server", str(mirror.make_url("")), "--platform", "linux/arm64", "tool:2.0"
+    result = await cli(
+        "warm", "--server", str(mirror.make_url("")), "--platform", "linux/arm64", "tool:2.0"
     )
-    assert code == 0, err
-    [report] = json.loads(out)
+    assert result.returncode == 0, result.stderr
+    [report] = result.json()
     assert (report["manifests"], report["blobs"]) == (2, 2)
     assert hub.count(server="cdn", path_contains=amd64.layer_digests[0]) == 0
     assert hub.count(server="cdn", method="GET", path_contains=arm64.layer_digests[0]) == 1
 
 
 async def test_warm_reports_an_unknown_image_and_exits_1(
-    hub: FakeHub, make_mirror: MakeMirror
+    cli: Cli, hub: FakeHub, make_mirror: MakeMirror
 ) -> None:
     mirror = await make_mirror()
-    code, out, _ = await run_warm("--server", str(mirror.make_url("")), "nothing:here")
-    assert code == 1
-    [report] = json.loads(out)
+    result = await cli("warm", "--server", str(mirror.make_url("")), "nothing:here")
+    assert result.returncode == 1
+    [report] = result.json()
     assert report["errors"] == ["nothing:here: manifest answered 404"]

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 from clients.checks import assert_mirror_log_clean
-from real.mirror_proc import MirrorProcess
-from real.skopeo import Skopeo
+from support.images import Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
+from support.skopeo import Skopeo
 
-from .conftest import MirrorFactory, Pushed
+from .conftest import MirrorFactory
 from .tokens import SERVICE, Policy, Signer, TokenServer
-from .upstream import TokenRegistry
 
 MIRROR_USER = ("mirror-user", "s3cret: with spaces")
 ACCEPT = ", ".join(
@@ -43,7 +44,7 @@ def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
-def pull_all(mirror: MirrorProcess, pushed: dict[str, Pushed], skopeo: Skopeo, dest: Path) -> None:
+def pull_all(mirror: MirrorProcess, pushed: dict[str, Image], skopeo: Skopeo, dest: Path) -> None:
     """skopeo copies each image through the mirror (checking every blob's digest) and the
     manifest the mirror serves for the tag is the pushed one, byte for byte."""
     for n, image in enumerate(pushed.values()):
@@ -57,7 +58,7 @@ def pull_all(mirror: MirrorProcess, pushed: dict[str, Pushed], skopeo: Skopeo, d
 def test_anonymous_pull_through_token_auth(
     make_mirror: MirrorFactory,
     token_server: TokenServer,
-    pushed: dict[str, Pushed],
+    pushed: dict[str, Image],
     skopeo: Skopeo,
     tmp_path: Path,
 ) -> None:
@@ -78,7 +79,7 @@ def test_anonymous_pull_through_token_auth(
 def test_pull_with_configured_credentials(
     make_mirror: MirrorFactory,
     token_server: TokenServer,
-    pushed: dict[str, Pushed],
+    pushed: dict[str, Image],
     skopeo: Skopeo,
     tmp_path: Path,
 ) -> None:
@@ -101,7 +102,7 @@ def test_refused_credentials_are_401_not_500(
     credentials: tuple[str, str] | None,
     make_mirror: MirrorFactory,
     token_server: TokenServer,
-    pushed: dict[str, Pushed],
+    pushed: dict[str, Image],
 ) -> None:
     """The token server refuses the mirror: a client gets 401 UNAUTHORIZED, never a 500."""
     token_server.reset(Policy(users=dict([MIRROR_USER]), anonymous_pull=False))
@@ -126,7 +127,7 @@ def test_refused_credentials_are_401_not_500(
 
 
 def test_registry_checks_token_signatures(
-    token_registry: TokenRegistry, token_server: TokenServer, pushed: dict[str, Pushed]
+    token_registry: Registry, token_server: TokenServer, pushed: dict[str, Image]
 ) -> None:
     """The upstream really enforces tokens: ours pass, one signed by another key does not."""
     image = pushed["test/oci:v1"]

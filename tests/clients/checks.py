@@ -6,9 +6,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from real.registry import Request
-
-from .images import HubImage
+from support.images import Image
+from support.registry import Request
 
 
 def listing(requests: list[Request]) -> str:
@@ -20,12 +19,12 @@ def blob_gets(requests: list[Request]) -> Counter[str]:
     return Counter(r.reference or "?" for r in requests if r.method == "GET" and r.kind == "blob")
 
 
-def all_blobs(images: Iterable[HubImage]) -> set[str]:
+def all_blobs(images: Iterable[Image]) -> set[str]:
     """Config and layers of the linux/amd64 image of each image: what a client pulls."""
     return {blob for image in images for blob in image.blobs}
 
 
-def assert_cold_pull(requests: list[Request], images: Iterable[HubImage]) -> None:
+def assert_cold_pull(requests: list[Request], images: Iterable[Image]) -> None:
     """The mirror fetched every blob the clients needed from the upstream, each exactly once."""
     fetched = blob_gets(requests)
     missing = all_blobs(images) - set(fetched)

@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from real.procs import terminate
+from support.poll import wait_until
+from support.procs import log_tail, terminate
 
 from .netns import Sandbox
 
@@ -58,16 +58,18 @@ def run(
 
 
 def _wait(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    terminate(proc)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
-    raise ClientError(f"{what} did not start (exit {proc.returncode}); its log:\n{tail}")
+    try:
+        wait_until(
+            ready,
+            within=START_TIMEOUT,
+            interval=0.2,
+            alive=lambda: proc.poll() is None,
+            what=f"{what} ready",
+        )
+    except AssertionError as exc:
+        terminate(proc)
+        tail = log_tail(log, 30)
+        raise ClientError(f"{exc} (exit {proc.returncode}); its log:\n{tail}") from None
 
 
 class Daemon:

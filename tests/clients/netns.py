@@ -15,10 +15,10 @@ import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from real.procs import terminate
+from support.poll import wait_until
+from support.procs import terminate
 
 FORWARD_SCRIPT = Path(__file__).with_name("forward.py")
 START_TIMEOUT = 10.0
@@ -66,23 +66,23 @@ class Sandbox:
             stderr=subprocess.PIPE,
         )
         self._holder = holder
-        deadline = time.monotonic() + START_TIMEOUT
         # unshare(2) runs just before exec: wait until the holder's namespace is a new one.
-        while True:
+
+        def unshared() -> bool:
             if holder.poll() is not None:
                 err = holder.stderr.read().decode(errors="replace") if holder.stderr else ""
-                self.close()
                 raise SandboxError(f"unshare --net failed ({holder.returncode}): {err}")
             try:
                 mine = (_ns_id(self.path), _ns_id(self.mnt_path))
-                if mine[0] != own[0] and mine[1] != own[1]:
-                    break
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.close()
-                raise SandboxError("unshare --net did not make a namespace in time")
-            time.sleep(0.01)
+                return False
+            return mine[0] != own[0] and mine[1] != own[1]
+
+        try:
+            wait_until(unshared, within=START_TIMEOUT, what="unshare --net made a namespace")
+        except (SandboxError, AssertionError) as exc:
+            self.close()
+            raise SandboxError(str(exc)) from None
         self.run("ip", "link", "set", "lo", "up")
         self.run("sh", "-c", PRIVATE_MOUNTS)
         links = self.links()

@@ -11,13 +11,13 @@ import re
 import time
 
 import pytest
-from real.mirror_proc import MirrorProcess
-from real.registry import Registry
+from support.images import Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
 
 from .checks import assert_cold_pull, assert_mirror_log_clean, assert_warm_pull
 from .conftest import ContainerdFactory
 from .daemons import Containerd
-from .images import HubImage
 
 SHORT_TTL = "1s"
 DUMPED_REQUEST = re.compile(r"\b(GET|HEAD) (/v2/\S*) HTTP/1\.1")
@@ -31,7 +31,7 @@ def header_lines(dump: str) -> str:
 
 
 def pull_and_check(
-    daemon: Containerd, mirror: MirrorProcess, images: dict[str, HubImage], when: str
+    daemon: Containerd, mirror: MirrorProcess, images: dict[str, Image], when: str
 ) -> list[str]:
     """Pull each image; check requests, echoed namespace and digests; return the Warnings."""
     warnings: list[str] = []
@@ -64,19 +64,19 @@ def pull_and_check(
 def test_containerd_pulls_through_mirror(
     make_containerd: ContainerdFactory,
     mirror: MirrorProcess,
-    hub_registry: Registry,
-    hub_images: dict[str, HubImage],
+    registry: Registry,
+    hub_images: dict[str, Image],
 ) -> None:
     first = make_containerd()
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(first, mirror, hub_images, "cold pull")
-    assert_cold_pull(hub_registry.requests_since(mark), hub_images.values())
+    assert_cold_pull(registry.requests_since(mark), hub_images.values())
     first.stop()
 
     second = make_containerd()
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(second, mirror, hub_images, "warm pull from a fresh containerd")
-    assert_warm_pull(hub_registry.requests_since(mark))
+    assert_warm_pull(registry.requests_since(mark))
     assert_mirror_log_clean(mirror.stderr_path)
 
 
@@ -85,7 +85,7 @@ def test_containerd_pulls_with_upstream_stopped(
     make_containerd: ContainerdFactory,
     mirror: MirrorProcess,
     upstream: Registry,
-    hub_images: dict[str, HubImage],
+    hub_images: dict[str, Image],
 ) -> None:
     """Stale-if-error: with the upstream stopped and every tag expired, the cache still serves."""
     first = make_containerd()

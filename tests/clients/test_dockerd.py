@@ -11,18 +11,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from real.mirror_proc import MirrorProcess
-from real.registry import Registry
+from support.images import Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
 
 from .checks import assert_cold_pull, assert_mirror_log_clean, assert_warm_pull
 from .conftest import DockerdFactory
 from .daemons import Dockerd
-from .images import HubImage
 
 SHORT_TTL = "1s"
 
 
-def pull_and_check(daemon: Dockerd, images: dict[str, HubImage], when: str) -> None:
+def pull_and_check(daemon: Dockerd, images: dict[str, Image], when: str) -> None:
     for image in images.values():
         try:
             daemon.pull(image.name)
@@ -41,24 +41,24 @@ def pull_and_check(daemon: Dockerd, images: dict[str, HubImage], when: str) -> N
 def test_dockerd_pulls_through_mirror(
     make_dockerd: DockerdFactory,
     mirror: MirrorProcess,
-    hub_registry: Registry,
-    hub_images: dict[str, HubImage],
+    registry: Registry,
+    hub_images: dict[str, Image],
 ) -> None:
     first = make_dockerd()
     registry_config = first.info().get("RegistryConfig")
     assert isinstance(registry_config, dict)
     assert registry_config.get("Mirrors") == [f"{mirror.url}/"], registry_config
 
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(first, hub_images, "cold pull")
-    assert_cold_pull(hub_registry.requests_since(mark), hub_images.values())
+    assert_cold_pull(registry.requests_since(mark), hub_images.values())
     first.stop()
 
     # A fresh daemon (new data-root) pulls everything again: all of it from the mirror's cache.
     second = make_dockerd()
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(second, hub_images, "warm pull from a fresh dockerd")
-    assert_warm_pull(hub_registry.requests_since(mark))
+    assert_warm_pull(registry.requests_since(mark))
     assert_mirror_log_clean(mirror.stderr_path)
 
 
@@ -67,7 +67,7 @@ def test_dockerd_pulls_with_upstream_stopped(
     make_dockerd: DockerdFactory,
     mirror: MirrorProcess,
     upstream: Registry,
-    hub_images: dict[str, HubImage],
+    hub_images: dict[str, Image],
 ) -> None:
     """Stale-if-error: with the upstream stopped and every tag expired, the cache still serves."""
     first = make_dockerd()

@@ -9,18 +9,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from real.mirror_proc import MirrorProcess
-from real.registry import Registry
+from support.images import Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
 
 from .checks import assert_cold_pull, assert_mirror_log_clean, assert_warm_pull
 from .conftest import PodmanFactory
 from .daemons import Podman
-from .images import HubImage
 
 SHORT_TTL = "1s"
 
 
-def pull_and_check(podman: Podman, images: dict[str, HubImage], when: str) -> None:
+def pull_and_check(podman: Podman, images: dict[str, Image], when: str) -> None:
     for image in images.values():
         try:
             podman.pull(image.docker_io)
@@ -37,16 +37,16 @@ def pull_and_check(podman: Podman, images: dict[str, HubImage], when: str) -> No
 def test_podman_pulls_through_mirror(
     make_podman: PodmanFactory,
     mirror: MirrorProcess,
-    hub_registry: Registry,
-    hub_images: dict[str, HubImage],
+    registry: Registry,
+    hub_images: dict[str, Image],
 ) -> None:
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(make_podman(), hub_images, "cold pull")
-    assert_cold_pull(hub_registry.requests_since(mark), hub_images.values())
+    assert_cold_pull(registry.requests_since(mark), hub_images.values())
 
-    mark = hub_registry.mark()
+    mark = registry.mark()
     pull_and_check(make_podman(), hub_images, "warm pull into fresh podman storage")
-    assert_warm_pull(hub_registry.requests_since(mark))
+    assert_warm_pull(registry.requests_since(mark))
     assert_mirror_log_clean(mirror.stderr_path)
 
 
@@ -55,7 +55,7 @@ def test_podman_pulls_with_upstream_stopped(
     make_podman: PodmanFactory,
     mirror: MirrorProcess,
     upstream: Registry,
-    hub_images: dict[str, HubImage],
+    hub_images: dict[str, Image],
 ) -> None:
     """Stale-if-error: with the upstream stopped and every tag expired, the cache still serves."""
     pull_and_check(make_podman(), hub_images, "cold pull")

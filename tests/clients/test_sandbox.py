@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from real.mirror_proc import MirrorProcess
-from real.registry import Registry
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
 
 from .netns import Sandbox
 
@@ -25,14 +25,14 @@ def probe(sandbox: Sandbox, host: str, port: int) -> str:
 
 
 def test_sandbox_has_only_loopback(
-    sandbox: Sandbox, mirror: MirrorProcess, hub_registry: Registry
+    sandbox: Sandbox, mirror: MirrorProcess, registry: Registry
 ) -> None:
     assert sandbox.links() == ["lo"]
     routes = sandbox.routes()
     assert " dev lo " in routes and "default" not in routes, routes
     # The mirror is reachable through the forwarder; the upstream (outside) is not.
     assert probe(sandbox, "127.0.0.1", mirror.port) == "connected"
-    assert probe(sandbox, "127.0.0.1", hub_registry.port).startswith("ConnectionRefusedError")
+    assert probe(sandbox, "127.0.0.1", registry.port).startswith("ConnectionRefusedError")
     # No route leaves the namespace: a public address is unreachable at once.
     outside = probe(sandbox, "192.0.2.1", 443)
     assert outside.startswith("OSError 101"), outside  # ENETUNREACH

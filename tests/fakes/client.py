@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+
+from .content import FakeImage
+from .oci import ALL_MANIFEST_TYPES, sha256_digest
 
 
 async def oci_error_code(response: aiohttp.ClientResponse) -> str:
@@ -29,13 +29,26 @@ async def read_or_none(response: aiohttp.ClientResponse) -> bytes | None:
         return None
 
 
-async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll a condition of the fake hub's records; bounded so a bug fails instead of hanging."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.01)
+async def pull(
+    session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage, repo: str | None = None
+) -> None:
+    """What a client does: the manifest by tag, then the config and every layer, each checked
+    byte for byte against what the fake hub holds. `repo` (default: the image's) is the name the
+    client asks for."""
+    name = repo or image.repo
+    url = mirror.make_url(f"/v2/{name}/manifests/{image.tag}")
+    async with session.get(url, headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)}) as resp:
+        assert resp.status == 200, resp.status
+        assert resp.headers["Docker-Content-Digest"] == image.manifest_digest
+        assert await resp.read() == image.manifest_bytes
+    blobs = [(image.config_digest, None), *zip(image.layer_digests, image.layers, strict=True)]
+    for digest, data in blobs:
+        async with session.get(mirror.make_url(f"/v2/{name}/blobs/{digest}")) as resp:
+            assert resp.status == 200, resp.status
+            body = await resp.read()
+        assert sha256_digest(body) == digest
+        if data is not None:
+            assert body == data
 
 
 class MakeMirror(Protocol):

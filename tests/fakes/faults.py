@@ -23,10 +23,16 @@ class Faults:
     blob_empty: bool = False  # 200 with Content-Length: 0
     blob_chunk_delay: float = 0.0
     blob_gate: asyncio.Event | None = None
+    # Send the body chunked (no Content-Length) and hold its end until this is set.
+    blob_hold_end: asyncio.Event | None = None
     registry_status: int | None = None
     rate_limited: int | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
+    manifest_gate: asyncio.Event | None = None
+    # Docker-Content-Digest of a manifest answer: the digest it is stored under ("stored"),
+    # the digest of the bytes sent ("body"), or no header at all ("absent").
+    manifest_digest_header: str = "stored"
 
 
 async def send_blob(
@@ -42,8 +48,9 @@ async def send_blob(
     if faults.blob_reset_after is not None:
         body = body[: faults.blob_reset_after]
     response = web.StreamResponse(headers=headers)
-    # The full length is announced even when the body will be cut short.
-    response.content_length = len(data)
+    if faults.blob_hold_end is None:
+        # The full length is announced even when the body will be cut short.
+        response.content_length = len(data)
     await response.prepare(request)
     try:
         await _write(response, body, faults)
@@ -54,6 +61,9 @@ async def send_blob(
         if request.transport is not None:
             request.transport.abort()
         return response
+    if faults.blob_hold_end is not None:
+        # Every byte is out; the end of the chunked body (and so of the response) waits.
+        await asyncio.wait_for(faults.blob_hold_end.wait(), GATE_TIMEOUT)
     await response.write_eof()
     return response
 

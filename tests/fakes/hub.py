@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .content import Content, FakeImage, make_blob
-from .faults import Faults, send_blob
-from .oci import OCI_INDEX, OCI_MANIFEST, accepted_types, error
+from .faults import GATE_TIMEOUT, Faults, send_blob
+from .oci import OCI_INDEX, OCI_MANIFEST, accepted_types, error, sha256_digest
 
 ServerName = Literal["registry", "token", "cdn"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -293,6 +293,8 @@ class FakeHub:
     async def _manifest(self, request: web.Request, name: str, ref: str) -> web.Response:
         if self.faults.manifest_delay:
             await asyncio.sleep(self.faults.manifest_delay)
+        if self.faults.manifest_gate is not None:
+            await asyncio.wait_for(self.faults.manifest_gate.wait(), GATE_TIMEOUT)
         repo = self.content.repo(name)
         digest = ref if ref.startswith("sha256:") else repo.tags.get(ref)
         stored = repo.manifests.get(digest) if digest is not None else None
@@ -311,6 +313,10 @@ class FakeHub:
             "ratelimit-limit": f"{RATE_LIMIT};{RATE_WINDOW}",
             "ratelimit-remaining": f"{self.ratelimit_remaining};{RATE_WINDOW}",
         }
+        if self.faults.manifest_digest_header == "body":
+            headers["Docker-Content-Digest"] = sha256_digest(stored.body)
+        elif self.faults.manifest_digest_header == "absent":
+            del headers["Docker-Content-Digest"]
         # aiohttp keeps Content-Length and drops the body for HEAD.
         return web.Response(body=stored.body, headers=headers)
 

@@ -1,66 +1,24 @@
-"""Fixtures that run real processes: docker-registry as upstream, skopeo, the mirror itself."""
+"""Fixtures of the skopeo suite: its four images, reference pulls made straight from the
+registry, and a mirror process in front of the session's registry (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from .images import Push, build_layout, push_all
-from .mirror_proc import MirrorProcess
-from .procs import ToolMissing, in_ci, require_binaries
-from .registry import Registry
-from .skopeo import Skopeo
-
-
-def _need(*binaries: str) -> None:
-    """Skip when a binary is missing, except in CI (CI=true), where that is a failure."""
-    try:
-        require_binaries(*binaries)
-    except ToolMissing as exc:
-        if in_ci():
-            pytest.fail(f"{exc}; CI=true, so the real-process tests must run", pytrace=False)
-        pytest.skip(str(exc))
+from support.images import SKOPEO_SET, Image
+from support.mirror_process import MirrorProcess, MirrorProcesses
+from support.registry import Registry
+from support.skopeo import Skopeo
 
 
 @pytest.fixture(scope="session")
-def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
-    _need("skopeo")
-    return Skopeo(tmp_path_factory.mktemp("skopeo"))
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """The upstream: a real docker-registry, running for the whole session."""
-    _need("docker-registry", "skopeo")
-    reg = Registry(tmp_path_factory.mktemp("registry"))
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="session")
-def images(
-    registry: Registry, skopeo: Skopeo, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Push]:
-    """The four test images, built from seeds and pushed once per session."""
-    layout = tmp_path_factory.mktemp("layout")
-    build_layout(layout)
-    return push_all(skopeo, layout, registry.host)
-
-
-@pytest.fixture
-def upstream(registry: Registry) -> Iterator[Registry]:
-    """The registry for a test that may stop it; it runs again afterwards."""
-    try:
-        yield registry
-    finally:
-        registry.start()
+def images(registry: Registry) -> dict[str, Image]:
+    """The skopeo suite's images ("oci", "docker", "index", "list"), pushed once per session."""
+    return {name: registry.images[name] for name in SKOPEO_SET}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +57,7 @@ class DirectPulls:
 
 @pytest.fixture(scope="session")
 def direct(
-    skopeo: Skopeo,
-    registry: Registry,
-    images: dict[str, Push],
-    tmp_path_factory: pytest.TempPathFactory,
+    skopeo: Skopeo, registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> DirectPulls:
     return DirectPulls(skopeo, registry, tmp_path_factory.mktemp("direct"))
 
@@ -111,39 +66,16 @@ MirrorFactory = Callable[..., MirrorProcess]
 
 
 @pytest.fixture
-def mirror_factory(
-    registry: Registry, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[MirrorFactory]:
-    """Start mirrors as subprocesses (`python -m mirror serve`); SIGTERM them at the end."""
-    started: list[MirrorProcess] = []
-    request.node.mirror_processes = started
+def mirror_factory(registry: Registry, mirror_processes: MirrorProcesses) -> MirrorFactory:
+    """Start mirrors (`python -m mirror serve`) in front of the session's registry."""
 
     def start(*, tag_ttl: str = "10m") -> MirrorProcess:
-        proc = MirrorProcess(tmp_path / f"mirror-{len(started)}", registry.url, tag_ttl=tag_ttl)
-        started.append(proc)
-        proc.start()
-        return proc
+        return mirror_processes(registry.url, tag_ttl=tag_ttl)
 
-    yield start
-    for proc in started:
-        proc.stop()
+    return start
 
 
 @pytest.fixture
 def mirror(mirror_factory: MirrorFactory) -> MirrorProcess:
     """A fresh mirror (empty cache) in front of the session's registry."""
     return mirror_factory()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach each mirror's output to a failed test's report."""
-    report = yield
-    if not report.failed:
-        return report
-    for n, proc in enumerate(getattr(item, "mirror_processes", [])):
-        text = proc.stderr_text()
-        report.sections.append((f"mirror-{n} stderr ({proc.host})", text or "(empty)"))
-    return report

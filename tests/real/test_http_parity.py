@@ -7,10 +7,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from .images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Push
-from .mirror_proc import MirrorProcess
-from .registry import Registry
+from support.images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry
 
 ACCEPT_ALL = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
 HEADERS = ("Content-Type", "Docker-Content-Digest", "Content-Length")
@@ -32,7 +31,7 @@ def picked(headers: dict[str, str]) -> dict[str, str | None]:
 
 @pytest.mark.parametrize("name", ["oci", "docker", "index", "list"])
 def test_manifest_answers_match_upstream(
-    name: str, images: dict[str, Push], registry: Registry, mirror: MirrorProcess
+    name: str, images: dict[str, Image], registry: Registry, mirror: MirrorProcess
 ) -> None:
     """GET then HEAD, by tag and by digest: same status, headers that matter, and bytes."""
     push = images[name]
@@ -49,7 +48,7 @@ def test_manifest_answers_match_upstream(
 
 @pytest.mark.parametrize("name", ["oci", "index"])
 def test_blob_answers_match_upstream(
-    name: str, images: dict[str, Push], registry: Registry, mirror: MirrorProcess
+    name: str, images: dict[str, Image], registry: Registry, mirror: MirrorProcess
 ) -> None:
     """Every blob of the image: HEAD and GET through the mirror, before and after it is cached."""
     push = images[name]
@@ -102,7 +101,7 @@ def test_narrow_accept_answered_like_upstream(
     name: str,
     accept: str,
     cached: bool,
-    images: dict[str, Push],
+    images: dict[str, Image],
     registry: Registry,
     mirror: MirrorProcess,
 ) -> None:

@@ -14,18 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.images import Image
+from support.mirror_process import MirrorProcess
+from support.registry import Registry, Request, count
+from support.skopeo import Skopeo, diff_dirs
 
 from .conftest import DirectPulls, MirrorFactory, PullSpec
-from .images import Push
-from .mirror_proc import MirrorProcess
-from .registry import Registry, Request, count
-from .skopeo import Skopeo, diff_dirs
 
 NAMES = ["oci", "docker", "index", "list"]
 SHORT_TTL = 1.0
 
 
-def pull_specs(push: Push) -> list[PullSpec]:
+def pull_specs(push: Image) -> list[PullSpec]:
     """Tag first, then digest; for an index/list every platform, then one (arm64) alone."""
     by_digest = f"{push.repo}@{push.digest}"
     if not push.is_list:
@@ -81,7 +81,7 @@ def blob_gets(requests: list[Request]) -> list[Request]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pull_through_mirror(
-    name: str, images: dict[str, Push], registry: Registry, mirror: MirrorProcess, puller: Puller
+    name: str, images: dict[str, Image], registry: Registry, mirror: MirrorProcess, puller: Puller
 ) -> None:
     push = images[name]
     specs = pull_specs(push)
@@ -108,7 +108,7 @@ def test_pull_through_mirror(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cold_pull_by_digest(
-    name: str, images: dict[str, Push], registry: Registry, mirror: MirrorProcess, puller: Puller
+    name: str, images: dict[str, Image], registry: Registry, mirror: MirrorProcess, puller: Puller
 ) -> None:
     """A digest the mirror has never seen is fetched, checked and served byte-identically."""
     push = images[name]
@@ -123,7 +123,7 @@ def test_cold_pull_by_digest(
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pull_with_upstream_stopped(
-    name: str, images: dict[str, Push], upstream: Registry, mirror: MirrorProcess, puller: Puller
+    name: str, images: dict[str, Image], upstream: Registry, mirror: MirrorProcess, puller: Puller
 ) -> None:
     """Everything pulled once still pulls, byte-identical, while the upstream is down."""
     specs = pull_specs(images[name])
@@ -137,7 +137,7 @@ def test_pull_with_upstream_stopped(
 
 
 def test_expired_tag_is_revalidated_without_blob_gets(
-    images: dict[str, Push], registry: Registry, mirror_factory: MirrorFactory, puller: Puller
+    images: dict[str, Image], registry: Registry, mirror_factory: MirrorFactory, puller: Puller
 ) -> None:
     """After the tag TTL only the tag is resolved again upstream (a HEAD), no blob moves."""
     mirror = mirror_factory(tag_ttl=f"{SHORT_TTL}s")
@@ -155,7 +155,7 @@ def test_expired_tag_is_revalidated_without_blob_gets(
 
 
 def test_expired_tag_is_served_stale_when_upstream_is_down(
-    images: dict[str, Push], upstream: Registry, mirror_factory: MirrorFactory, puller: Puller
+    images: dict[str, Image], upstream: Registry, mirror_factory: MirrorFactory, puller: Puller
 ) -> None:
     """Stale-if-error: an expired tag is served from its last digest, with a Warning header."""
     mirror = mirror_factory(tag_ttl=f"{SHORT_TTL}s")
@@ -180,7 +180,7 @@ def test_expired_tag_is_served_stale_when_upstream_is_down(
 
 
 def test_concurrent_cold_pulls_fetch_each_blob_once(
-    images: dict[str, Push], registry: Registry, mirror: MirrorProcess, puller: Puller
+    images: dict[str, Image], registry: Registry, mirror: MirrorProcess, puller: Puller
 ) -> None:
     """Three clients pulling the same uncached image at once cause one upstream GET per blob."""
     spec = PullSpec("tag", images["oci"].ref)
@@ -200,7 +200,7 @@ def test_concurrent_cold_pulls_fetch_each_blob_once(
 
 
 def test_restarted_mirror_serves_its_cache_with_upstream_down(
-    images: dict[str, Push], upstream: Registry, mirror: MirrorProcess, puller: Puller
+    images: dict[str, Image], upstream: Registry, mirror: MirrorProcess, puller: Puller
 ) -> None:
     """The cache outlives the process, and a mirror starts while its upstream is unreachable."""
     specs = [spec for name in NAMES for spec in pull_specs(images[name])]
@@ -215,7 +215,7 @@ def test_restarted_mirror_serves_its_cache_with_upstream_down(
 
 
 def test_mirror_stops_cleanly_on_sigterm(
-    images: dict[str, Push], mirror: MirrorProcess, puller: Puller
+    images: dict[str, Image], mirror: MirrorProcess, puller: Puller
 ) -> None:
     """SIGTERM after serving ends the process by itself, exit status 0, well before SIGKILL."""
     spec = PullSpec("tag --all", images["index"].ref, all_platforms=True)

@@ -7,18 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
+from support.images import DOCKER_MANIFEST, OCI_MANIFEST, Image
+from support.registry import Registry, count
+from support.skopeo import Skopeo, dir_files
 
 from .conftest import DirectPulls, PullSpec
-from .images import DOCKER_MANIFEST, OCI_MANIFEST, Push
-from .registry import Registry, count
-from .skopeo import Skopeo, dir_files
 
 CHILD_TYPE = {"index": OCI_MANIFEST, "list": DOCKER_MANIFEST}
 
 
 @pytest.mark.parametrize("name", ["oci", "docker", "index", "list"])
 def test_pushed_media_types(
-    name: str, images: dict[str, Push], registry: Registry, skopeo: Skopeo
+    name: str, images: dict[str, Image], registry: Registry, skopeo: Skopeo
 ) -> None:
     push = images[name]
     raw = skopeo.inspect_raw(registry.host, push.ref)
@@ -36,7 +36,7 @@ def test_pushed_media_types(
 
 
 @pytest.mark.parametrize("name", ["oci", "docker", "index", "list"])
-def test_direct_pull_is_complete(name: str, images: dict[str, Push], direct: DirectPulls) -> None:
+def test_direct_pull_is_complete(name: str, images: dict[str, Image], direct: DirectPulls) -> None:
     """A direct pull by tag gives the pushed manifest and every blob, each matching its digest."""
     push = images[name]
     dest = direct.get(PullSpec("tag", push.ref, all_platforms=push.is_list))
@@ -55,7 +55,7 @@ def test_direct_pull_is_complete(name: str, images: dict[str, Push], direct: Dir
 
 
 def test_registry_log_counts_requests(
-    images: dict[str, Push], registry: Registry, skopeo: Skopeo, tmp_path: Path
+    images: dict[str, Image], registry: Registry, skopeo: Skopeo, tmp_path: Path
 ) -> None:
     """The upstream-side counter the mirror tests rely on sees exactly what a client asked."""
     push = images["oci"]

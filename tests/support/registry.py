@@ -1,4 +1,8 @@
-"""A real CNCF distribution registry (Debian's docker-registry) as a subprocess, and its log."""
+"""A real CNCF distribution registry (Debian's docker-registry) as a subprocess, and its log.
+
+The one way the tests start docker-registry: anonymous (the upstream of tests/real and
+tests/clients), or with `auth: token` (tests/auth), where only a token server's tokens pass.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import free_port, http_status, require_binaries, terminate, wait_until
+from .images import Image
+from .poll import wait_until
+from .procs import free_port, http_status, need, terminate
 
 START_TIMEOUT = 15.0
 SYNC_TIMEOUT = 5.0
@@ -85,23 +91,48 @@ def count(requests: list[Request]) -> Counter[tuple[str, str]]:
     return Counter((r.method, r.kind) for r in requests)
 
 
-def _config_yaml(storage: Path, port: int) -> str:
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """distribution's `auth: token`: tokens from `realm`, signed by a key `bundle` certifies."""
+
+    realm: str
+    service: str
+    issuer: str
+    bundle: Path
+
+
+def _config_yaml(storage: Path, port: int, auth: TokenAuth | None) -> str:
     # JSON is YAML; distribution reads it as its config file.
-    config = {
+    config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": False}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}},
         "http": {"addr": f"127.0.0.1:{port}", "secret": "mirror-tests"},
     }
+    if auth is not None:
+        config["auth"] = {
+            "token": {
+                "realm": auth.realm,
+                "service": auth.service,
+                "issuer": auth.issuer,
+                "rootcertbundle": str(auth.bundle),
+            }
+        }
     return json.dumps(config, indent=1) + "\n"
 
 
 class Registry:
     """docker-registry on 127.0.0.1; stop() and start() keep the port, storage and logs."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
-        require_binaries("docker-registry")
+    def __init__(
+        self, root: Path, port: int | None = None, *, auth: TokenAuth | None = None
+    ) -> None:
+        need("docker-registry")
         self.root = root
+        self.auth = auth
+        # Without a token, /v2/ answers 401 with the Bearer challenge: that is "up" then.
+        self.ping_status = 200 if auth is None else 401
+        self.images: dict[str, Image] = {}  # what push_images put there, by name
         self.storage = root / "storage"
         self.log_path = root / "registry.log"  # app log (stderr): one line per request
         self.access_path = root / "access.log"  # combined access log (stdout): every request
@@ -142,7 +173,7 @@ class Registry:
                 time.sleep(0.2)
 
     def _start_once(self) -> None:
-        self.config_path.write_text(_config_yaml(self.storage, self.port))
+        self.config_path.write_text(_config_yaml(self.storage, self.port, self.auth))
         with open(self.log_path, "ab") as err, open(self.access_path, "ab") as out:
             proc = subprocess.Popen(
                 ["docker-registry", "serve", str(self.config_path)],
@@ -153,12 +184,13 @@ class Registry:
         self._proc = proc
         try:
             wait_until(
-                lambda: http_status(f"{self.url}/v2/?{SYNC_PARAM}=start") == 200,
-                timeout=START_TIMEOUT,
+                lambda: http_status(f"{self.url}/v2/?{SYNC_PARAM}=start") == self.ping_status,
+                within=START_TIMEOUT,
+                interval=0.05,
                 alive=lambda: proc.poll() is None,
                 what=f"docker-registry on {self.host}",
             )
-        except (RuntimeError, TimeoutError) as exc:
+        except AssertionError as exc:
             terminate(proc)
             self._proc = None
             raise RuntimeError(f"{exc}\n{self.log_tail()}") from exc
@@ -201,15 +233,13 @@ class Registry:
             return
         token = uuid.uuid4().hex
         url = f"{self.url}/v2/?{SYNC_PARAM}={token}"
-        if http_status(url) != 200:
+        if http_status(url) != self.ping_status:
             raise RuntimeError(f"registry did not answer {url}")
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def logged() -> bool:
             app = self.log_path.read_text(errors="replace")
-            access = self.access_path.read_text(errors="replace")
-            if token in app and token in access:
-                # Requests answered just before the probe may log a moment after it.
-                time.sleep(SYNC_GRACE)
-                return
-            time.sleep(0.02)
-        raise TimeoutError("registry log did not show the sync request")
+            return token in app and token in self.access_path.read_text(errors="replace")
+
+        wait_until(logged, within=SYNC_TIMEOUT, what="the registry logged the sync request")
+        # Requests answered just before the probe may log a moment after it.
+        time.sleep(SYNC_GRACE)

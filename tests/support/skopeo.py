@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .procs import require_binaries
+from .procs import need
 
 TIMEOUT = 120.0
 
@@ -20,7 +20,7 @@ class Skopeo:
     """Runs skopeo isolated from host config: no registries.conf mirrors, no credentials."""
 
     def __init__(self, workdir: Path) -> None:
-        require_binaries("skopeo")
+        need("skopeo")
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "registries.conf"
         conf.write_text("# empty: the tests name every registry by host:port\n")
@@ -40,12 +40,20 @@ class Skopeo:
             )
         return proc.stdout
 
-    def push(self, layout: Path, layout_tag: str, host: str, ref: str, *extra: str) -> None:
+    def push(
+        self,
+        layout: Path,
+        layout_tag: str,
+        host: str,
+        ref: str,
+        *extra: str,
+        creds: tuple[str, str] | None = None,
+    ) -> None:
         self.run(
             "copy",
             "--quiet",
             "--dest-tls-verify=false",
-            "--dest-no-creds",
+            f"--dest-creds={':'.join(creds)}" if creds else "--dest-no-creds",
             f"--tmpdir={self.tmpdir}",
             *extra,
             f"oci:{layout}:{layout_tag}",
@@ -70,11 +78,10 @@ class Skopeo:
         self.run(*global_args, "copy", *args, f"docker://{host}/{ref}", f"dir:{dest}")
         return dest
 
-    def inspect_raw(self, host: str, ref: str) -> bytes:
+    def inspect_raw(self, host: str, ref: str, *, creds: tuple[str, str] | None = None) -> bytes:
         """The manifest bytes the registry at host serves for ref."""
-        return self.run(
-            "inspect", "--raw", "--tls-verify=false", "--no-creds", f"docker://{host}/{ref}"
-        )
+        login = f"--creds={':'.join(creds)}" if creds else "--no-creds"
+        return self.run("inspect", "--raw", "--tls-verify=false", login, f"docker://{host}/{ref}")
 
 
 def dir_files(root: Path) -> dict[str, Path]:

@@ -1,4 +1,10 @@
-"""Seeded test images: built as an OCI image layout on disk, pushed to a registry with skopeo."""
+"""Seeded test images: built as one OCI image layout on disk, pushed to a registry with skopeo.
+
+Two sets share the session's registry: the skopeo suite's (tests/real: a 50 MB layer, each
+format, under `big/` and `multi/`) and the real clients' (tests/clients: a few hundred KB each,
+under the Docker Hub names a daemon pulls). Seeds fix every byte, so digests are equal in every
+run.
+"""
 
 from __future__ import annotations
 
@@ -53,18 +59,30 @@ class Descriptor:
 
 
 @dataclass(frozen=True, slots=True)
-class Push:
-    """What a test needs to know about one pushed image: where it is and what it should be."""
+class Image:
+    """One pushed image: where it is, what it is, and what a client pulling it must fetch."""
 
-    repo: str
+    name: str  # the key in PLAN: "oci", or as a client pulls it: "alpine:3.19"
+    repo: str  # as the registry holds it: "library/alpine"
     tag: str
-    media_type: str
-    digest: str
-    is_list: bool
+    media_type: str  # of the tag's manifest
+    digest: str  # of the tag's manifest (what RepoDigests / ctr / podman report)
+    platform_digest: str  # of the linux/amd64 image manifest (= digest for a single image)
+    config: str  # digest of the linux/amd64 image's config (dockerd's and podman's image ID)
+    blobs: frozenset[str]  # config and layers of the linux/amd64 image
+
+    @property
+    def is_list(self) -> bool:
+        return self.media_type in (OCI_INDEX, DOCKER_LIST)
 
     @property
     def ref(self) -> str:
         return f"{self.repo}:{self.tag}"
+
+    @property
+    def docker_io(self) -> str:
+        """The fully qualified name: docker.io/library/alpine:3.19."""
+        return f"docker.io/{self.repo}:{self.tag}"
 
 
 class OciLayout:
@@ -155,7 +173,7 @@ def layer_tar(spec: LayerSpec) -> bytes:
     return buf.getvalue()
 
 
-# The images the tests pull. Seeds fix every byte, so digests are equal in every run.
+# The skopeo suite's images (tests/real).
 BIG = ImageSpec(
     layers=(
         LayerSpec(seed=101, files=(("etc/small.txt", 4096), ("etc/tiny.txt", 100))),
@@ -172,38 +190,85 @@ PLATFORMS = [
     ),
 ]
 
+# The real clients' images (tests/clients): a daemon pulls each in a second or two.
+_SHARED = LayerSpec(seed=500, files=(("base/shared.bin", 120_000),))
+SINGLE = ImageSpec(
+    layers=(_SHARED, LayerSpec(seed=501, files=(("app/single.bin", 90_000), ("app/x", 10)))),
+)
+MULTI = [
+    ImageSpec(layers=(_SHARED, LayerSpec(seed=511, files=(("app/amd64.bin", 80_000),)))),
+    ImageSpec(
+        layers=(_SHARED, LayerSpec(seed=512, files=(("app/arm64.bin", 85_000),))),
+        architecture="arm64",
+    ),
+]
+# Shaped like the real alpine: a Docker manifest list for two platforms.
+ALPINE = [
+    ImageSpec(layers=(LayerSpec(seed=521, files=(("bin/busybox", 300_000),)),)),
+    ImageSpec(
+        layers=(LayerSpec(seed=522, files=(("bin/busybox", 310_000),)),), architecture="arm64"
+    ),
+]
 
-def build_layout(root: Path, *, big: bool = True, multi: bool = True) -> OciLayout:
-    """Build the test images into one OCI layout, tagged "big" and "multi"."""
+
+def build_layout(root: Path) -> Path:
+    """Every test image in one OCI layout, tagged with the layout tags PLAN names."""
     layout = OciLayout(root)
-    if big:
-        layout.tag(layout.add_image(BIG), "big")
-    if multi:
-        layout.tag(layout.add_index(PLATFORMS), "multi")
-    return layout
+    layout.tag(layout.add_image(BIG), "big")
+    layout.tag(layout.add_index(PLATFORMS), "platforms")
+    layout.tag(layout.add_image(SINGLE), "single")
+    layout.tag(layout.add_index(MULTI), "multi")
+    layout.tag(layout.add_index(ALPINE), "alpine")
+    return root
 
 
-# name -> (layout tag, repo, tag, extra skopeo copy args, expected media type, is a list)
-PLAN: dict[str, tuple[str, str, str, tuple[str, ...], str, bool]] = {
-    "oci": ("big", "test/oci", "v1", (), OCI_MANIFEST, False),
-    "docker": ("big", "test/docker", "v1", ("--format", "v2s2"), DOCKER_MANIFEST, False),
-    "index": ("multi", "test/index", "v1", ("--all",), OCI_INDEX, True),
-    "list": ("multi", "test/list", "v1", ("--all", "--format", "v2s2"), DOCKER_LIST, True),
+# name -> (layout tag, repo, tag, extra skopeo copy args, media type of the tag's manifest)
+PLAN: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
+    # tests/real
+    "oci": ("big", "big/oci", "v1", (), OCI_MANIFEST),
+    "docker": ("big", "big/docker", "v1", ("--format", "v2s2"), DOCKER_MANIFEST),
+    "index": ("platforms", "multi/index", "v1", ("--all",), OCI_INDEX),
+    "list": ("platforms", "multi/list", "v1", ("--all", "--format", "v2s2"), DOCKER_LIST),
+    # tests/clients (and tests/auth): Docker Hub names, as a client pulls them
+    "alpine:3.19": ("alpine", "library/alpine", "3.19", ("--all", "--format", "v2s2"), DOCKER_LIST),
+    "test/oci:v1": ("single", "test/oci", "v1", (), OCI_MANIFEST),
+    "test/docker:v1": ("single", "test/docker", "v1", ("--format", "v2s2"), DOCKER_MANIFEST),
+    "test/index:v1": ("multi", "test/index", "v1", ("--all",), OCI_INDEX),
+    "test/list:v1": ("multi", "test/list", "v1", ("--all", "--format", "v2s2"), DOCKER_LIST),
 }
+SKOPEO_SET = ["oci", "docker", "index", "list"]
+CLIENT_SET = ["alpine:3.19", "test/oci:v1", "test/docker:v1", "test/index:v1", "test/list:v1"]
 
 
-def push_all(
-    skopeo: Skopeo, layout: Path, host: str, names: list[str] | None = None
-) -> dict[str, Push]:
-    """Push test images to `host`; return them by short name, each checked by media type."""
-    pushed: dict[str, Push] = {}
+def _describe(skopeo: Skopeo, host: str, name: str, creds: tuple[str, str] | None = None) -> Image:
+    _, repo, tag, _, media_type = PLAN[name]
+    raw = skopeo.inspect_raw(host, f"{repo}:{tag}", creds=creds)
+    doc = json.loads(raw)
+    if doc.get("mediaType") != media_type:
+        raise RuntimeError(f"{repo}:{tag} was pushed as {doc.get('mediaType')!r}")
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    platform_digest = digest
+    if "manifests" in doc:
+        amd64 = [m for m in doc["manifests"] if m["platform"]["architecture"] == "amd64"]
+        platform_digest = amd64[0]["digest"]
+        doc = json.loads(skopeo.inspect_raw(host, f"{repo}@{platform_digest}", creds=creds))
+    config = doc["config"]["digest"]
+    blobs = frozenset([config, *(layer["digest"] for layer in doc["layers"])])
+    return Image(name, repo, tag, media_type, digest, platform_digest, config, blobs)
+
+
+def push_images(
+    skopeo: Skopeo,
+    layout: Path,
+    host: str,
+    names: list[str] | None = None,
+    *,
+    creds: tuple[str, str] | None = None,
+) -> dict[str, Image]:
+    """Push images of PLAN (all by default) to the registry at host; return them by name."""
+    pushed: dict[str, Image] = {}
     for name in names or list(PLAN):
-        src_tag, repo, tag, extra, media_type, is_list = PLAN[name]
-        skopeo.push(layout, src_tag, host, f"{repo}:{tag}", *extra)
-        raw = skopeo.inspect_raw(host, f"{repo}:{tag}")
-        actual = json.loads(raw).get("mediaType")
-        if actual != media_type:
-            raise RuntimeError(f"{repo}:{tag} was pushed as {actual!r}, wanted {media_type!r}")
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        pushed[name] = Push(repo, tag, media_type, digest, is_list)
+        src, repo, tag, extra, _ = PLAN[name]
+        skopeo.push(layout, src, host, f"{repo}:{tag}", *extra, creds=creds)
+        pushed[name] = _describe(skopeo, host, name, creds)
     return pushed
