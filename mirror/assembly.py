@@ -21,6 +21,7 @@ from mirror.services.manifests import ManifestService
 from mirror.services.tag_lists import TagListService
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
@@ -44,6 +45,7 @@ class Stores:
     ledger: UsageLedger
     leases: BlobLeases
     keeper: BlobKeeper
+    disk: DiskSpace
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,14 @@ class Mirror:
 
 
 def build_stores(config: Config, metrics: Metrics) -> Stores:
-    metadata = Metadata(config.storage.path / METADATA_FILE)
+    disk = DiskSpace(config.storage.path)
+    metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics)
-    return Stores(metadata, files, ledger, leases, keeper)
+    metrics.storage_full.set_function(lambda: float(disk.full))
+    return Stores(metadata, files, ledger, leases, keeper, disk)
 
 
 def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
@@ -92,8 +96,8 @@ def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
         stores.keeper,
         stores.ledger,
         stores.leases,
+        stores.disk,
         config.storage,
-        metrics,
     )
     return Upkeep(janitor, PurgeService(stores.metadata, stores.keeper))
 
@@ -114,6 +118,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
         stores.keeper,
         stores.ledger,
         stores.leases,
+        stores.disk,
         metrics,
         now,
     )

@@ -87,6 +87,10 @@ class Unavailable(MirrorError):
     code = "UNAVAILABLE"
 
 
+class StorageFull(Unavailable):
+    """The data folder's disk is full: what needed writing could not be stored."""
+
+
 # -- the upstream's answers, classified once (services turn them into the codes above) ---------
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from mirror.errors import (
     DigestMismatch,
     FillFailed,
     MirrorError,
+    StorageFull,
     Unavailable,
     UpstreamNotFound,
 )
@@ -24,6 +24,7 @@ from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.disk_space import DiskSpace, is_no_space
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
@@ -55,6 +56,7 @@ class BlobService:
         keeper: BlobKeeper,
         ledger: UsageLedger,
         leases: BlobLeases,
+        disk: DiskSpace,
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
@@ -63,6 +65,7 @@ class BlobService:
         self._keeper = keeper
         self._ledger = ledger
         self._leases = leases
+        self._disk = disk
         self._metrics = metrics
         self._clock = clock
         self._fills: dict[Digest, Fill] = {}
@@ -162,7 +165,10 @@ class BlobService:
         except Exception as exc:
             log.warning("fill of %s failed: %s", digest, exc)
             error = exc
-            self._metrics.fill_failures.labels(_failure_reason(exc)).inc()
+            reason = _failure_reason(exc)
+            if reason == "disk":
+                self._disk.noted_full()
+            self._metrics.fill_failures.labels(reason).inc()
         finally:
             if error is not None:
                 self._files.discard(fill.temp_path)
@@ -193,8 +199,8 @@ def _failure_reason(error: Exception) -> FillFailure:
         return "mismatch"
     if isinstance(error, FillFailed):
         return "truncated"
+    if isinstance(error, StorageFull) or is_no_space(error):
+        return "disk"
     if isinstance(error, MirrorError):
         return "upstream"
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk"
     return "other"

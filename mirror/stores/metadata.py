@@ -1,23 +1,29 @@
 """The local side's index in SQLite: tags with expiry, manifests by digest, blobs, repo links.
 
 The only code that speaks SQL. Reads run as one `execute_fetchall` call, so no cursor stays
-open across an await; writes hold `_writing`, so one task's commit never commits another
-task's half-done statements on the shared connection.
+open across an await; writes run one transaction at a time (stores/database.py).
+
+Tags, manifests and links are records of what was fetched: when the disk is full they stay
+in the read cache only (served by this process, fetched again after a restart). A blob row
+must be written before its file appears, so put_blob raises StorageFull instead.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
+from mirror.errors import StorageFull
 from mirror.reference import Digest
+from mirror.stores.database import Database, Statements
+from mirror.stores.disk_space import DiskSpace
 from mirror.stores.read_cache import ReadCache
 from mirror.stores.records import BlobRow, Forgotten, StoredManifest, TagRow
-from mirror.stores.schema import migrate
+
+log = logging.getLogger(__name__)
 
 DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
 TABLES = ("tags", "manifests", "blobs", "links")
@@ -26,42 +32,28 @@ TABLES = ("tags", "manifests", "blobs", "links")
 class Metadata:
     """One long-lived aiosqlite connection in WAL mode, and the read cache in front of it."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._connection: aiosqlite.Connection | None = None
-        self._writing = asyncio.Lock()
-        # What hits read, kept in memory; every write below updates it while holding
-        # `_writing`, so a purge that clears it cannot be undone by a write finishing late.
+    def __init__(self, path: Path, disk: DiskSpace) -> None:
+        self._db = Database(path, disk)
+        # What hits read, kept in memory; every write updates it inside its transaction, so
+        # a purge that clears it cannot be undone by a write finishing late.
         self._cache = ReadCache()
 
-    @property
-    def _db(self) -> aiosqlite.Connection:
-        assert self._connection is not None, "Metadata.open() was not awaited"
-        return self._connection
-
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = await aiosqlite.connect(self._path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await migrate(self._db)
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        await self._db.close()
 
-    async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in await self._db.execute_fetchall(sql, args)]
-
-    async def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        rows = await self._rows(sql, args)
-        return int(rows[0][0] or 0) if rows else 0
+    async def _remember(self, what: str, statements: Statements[None]) -> None:
+        """A record of fetched content: on a full disk it lives on in the read cache only."""
+        try:
+            await self._db.write(statements)
+        except StorageFull:
+            log.warning("disk full: %s kept in memory only", what)
 
     async def ping(self) -> None:
         """Fails when the database is not usable (readiness)."""
-        await self._rows("SELECT 1")
+        await self._db.rows("SELECT 1")
 
     # -- tags -------------------------------------------------------------------------------
 
@@ -71,7 +63,7 @@ class Metadata:
         if cached is not None:
             return cached
         generation = self._cache.generation
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT digest, media_type, expires_at FROM tags"
             " WHERE upstream = ? AND repo = ? AND tag = ?",
             key,
@@ -85,16 +77,17 @@ class Metadata:
         return found
 
     async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow, now: float) -> None:
-        async with self._writing:
-            await self._db.execute(
+        async def statements(db: aiosqlite.Connection) -> None:
+            await db.execute(
                 "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (upstream, repo, tag, str(row.digest), row.media_type, now, row.expires_at),
             )
-            await self._db.commit()
             self._cache.put_tag((upstream, repo, tag), row)
 
+        await self._remember(f"tag {repo}:{tag}", statements)
+
     async def list_tags(self, upstream: str, repo: str) -> list[str]:
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT tag FROM tags WHERE upstream = ? AND repo = ? ORDER BY tag", (upstream, repo)
         )
         return [str(row[0]) for row in rows]
@@ -106,7 +99,7 @@ class Metadata:
         if cached is not None:
             return cached
         generation = self._cache.generation
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT media_type, body FROM manifests WHERE digest = ?", (str(digest),)
         )
         if not rows:
@@ -126,19 +119,21 @@ class Metadata:
     ) -> None:
         """Store a verified manifest and link it, and all it references, to the repository."""
         links = [(upstream, repo, digest) for digest in {manifest.digest, *references}]
-        async with self._writing:
-            await self._db.execute(
+
+        async def statements(db: aiosqlite.Connection) -> None:
+            await db.execute(
                 "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?)",
                 (str(manifest.digest), manifest.media_type, manifest.body, now),
             )
-            await self._db.executemany(
+            await db.executemany(
                 "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
                 [(up, name, str(digest)) for up, name, digest in links],
             )
-            await self._db.commit()
             self._cache.put_manifest(manifest)
             for link in links:
                 self._cache.add_link(link)
+
+        await self._remember(f"manifest {manifest.digest}", statements)
 
     # -- links ------------------------------------------------------------------------------
 
@@ -148,7 +143,7 @@ class Metadata:
             return True
         generation = self._cache.generation
         found = bool(
-            await self._rows(
+            await self._db.rows(
                 "SELECT 1 FROM links WHERE upstream = ? AND repo = ? AND digest = ?",
                 (upstream, repo, str(digest)),
             )
@@ -161,67 +156,78 @@ class Metadata:
         key = (upstream, repo, digest)
         if key in self._cache.links:
             return  # already recorded: no write (this runs on every revalidation)
-        async with self._writing:
-            await self._db.execute(
+
+        async def statements(db: aiosqlite.Connection) -> None:
+            await db.execute(
                 "INSERT OR IGNORE INTO links VALUES (?, ?, ?)", (upstream, repo, str(digest))
             )
-            await self._db.commit()
             self._cache.add_link(key)
+
+        await self._remember(f"link {repo}@{digest}", statements)
 
     # -- blobs ------------------------------------------------------------------------------
 
     async def put_blob(self, digest: Digest, size: int, now: float) -> bool:
-        """Record a stored blob; False when a row for it existed already (then refreshed)."""
+        """Record a stored blob; False when a row for it existed already (then refreshed).
+        Raises StorageFull when the disk is full."""
         key = str(digest)
-        async with self._writing:
-            cursor = await self._db.execute(
+
+        async def statements(db: aiosqlite.Connection) -> bool:
+            cursor = await db.execute(
                 "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (key, size, now, now)
             )
             inserted = cursor.rowcount == 1
             await cursor.close()
             if not inserted:
-                await self._db.execute(
+                await db.execute(
                     "UPDATE blobs SET size = ?, last_access = ? WHERE digest = ?", (size, now, key)
                 )
-            await self._db.commit()
-        return inserted
+            return inserted
+
+        return await self._db.write(statements)
 
     async def blob_row(self, digest: Digest) -> BlobRow | None:
-        rows = await self._rows("SELECT size FROM blobs WHERE digest = ?", (str(digest),))
+        rows = await self._db.rows("SELECT size FROM blobs WHERE digest = ?", (str(digest),))
         return BlobRow(digest, int(rows[0][0])) if rows else None
 
     async def blob_rows(self) -> list[BlobRow]:
-        rows = await self._rows("SELECT digest, size FROM blobs")
+        rows = await self._db.rows("SELECT digest, size FROM blobs")
         return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
 
     async def blobs_by_last_access(self) -> list[BlobRow]:
         """Every stored blob, least recently used first (the eviction order)."""
-        rows = await self._rows("SELECT digest, size FROM blobs ORDER BY last_access, created_at")
+        rows = await self._db.rows(
+            "SELECT digest, size FROM blobs ORDER BY last_access, created_at"
+        )
         return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
 
     async def touch_blobs(self, accessed: Iterable[tuple[Digest, float]]) -> None:
         """Write a batch of last-access times (the janitor flushes them periodically)."""
         updates = [(when, str(digest)) for digest, when in accessed]
-        async with self._writing:
-            await self._db.executemany(
+
+        async def statements(db: aiosqlite.Connection) -> None:
+            await db.executemany(
                 "UPDATE blobs SET last_access = max(last_access, ?) WHERE digest = ?", updates
             )
-            await self._db.commit()
+
+        await self._remember("last-access times", statements)
 
     async def delete_blobs(self, digests: Iterable[Digest]) -> list[BlobRow]:
         """Delete these rows; returns the ones that existed (whoever deletes first counts)."""
         keys = [str(digest) for digest in digests]
-        deleted: list[BlobRow] = []
-        async with self._writing:
+
+        async def statements(db: aiosqlite.Connection) -> list[BlobRow]:
+            deleted: list[BlobRow] = []
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
                 marks = ", ".join("?" * len(batch))
-                rows = await self._db.execute_fetchall(
+                rows = await db.execute_fetchall(
                     f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
                 )
                 deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
-            await self._db.commit()
-        return deleted
+            return deleted
+
+        return await self._db.write(statements, frees_space=True)
 
     # -- purges and statistics --------------------------------------------------------------
 
@@ -232,44 +238,53 @@ class Metadata:
             where, args = "upstream = ? AND repo = ? AND tag = ?", (upstream, repo, tag)
         else:
             where, args = "upstream = ? AND repo = ?", (upstream, repo)
-        async with self._writing:
-            tags = await self._scalar(f"SELECT count(*) FROM tags WHERE {where}", args)
-            if dry_run:
-                return tags
-            await self._db.execute(f"DELETE FROM tags WHERE {where}", args)
-            if tag is None:
-                await self._db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", args)
-            await self._db.commit()
-            self._cache.clear()
-        return tags
+
+        async def statements(db: aiosqlite.Connection) -> int:
+            tags = await self._db.scalar(f"SELECT count(*) FROM tags WHERE {where}", args)
+            if not dry_run:
+                await db.execute(f"DELETE FROM tags WHERE {where}", args)
+                if tag is None:
+                    await db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", args)
+                self._cache.clear()
+            return tags
+
+        return await self._db.write(statements, frees_space=True)
 
     async def forget_manifest(self, digest: Digest, dry_run: bool) -> Forgotten:
         """Forget a manifest and the tags that point at it (the next pull resolves them)."""
         key = (str(digest),)
-        async with self._writing:
-            manifests = await self._scalar("SELECT count(*) FROM manifests WHERE digest = ?", key)
-            tags = await self._scalar("SELECT count(*) FROM tags WHERE digest = ?", key)
+
+        async def statements(db: aiosqlite.Connection) -> Forgotten:
+            manifests = await self._db.scalar(
+                "SELECT count(*) FROM manifests WHERE digest = ?", key
+            )
+            tags = await self._db.scalar("SELECT count(*) FROM tags WHERE digest = ?", key)
             if not dry_run:
-                await self._db.execute("DELETE FROM tags WHERE digest = ?", key)
-                await self._db.execute("DELETE FROM manifests WHERE digest = ?", key)
-                await self._db.commit()
+                await db.execute("DELETE FROM tags WHERE digest = ?", key)
+                await db.execute("DELETE FROM manifests WHERE digest = ?", key)
                 self._cache.clear()
-        return Forgotten(tags=tags, manifests=manifests)
+            return Forgotten(tags=tags, manifests=manifests)
+
+        return await self._db.write(statements, frees_space=True)
 
     async def forget_all(self, dry_run: bool) -> Forgotten:
         """Forget every tag, manifest and link (blob rows go through the blob keeper)."""
-        async with self._writing:
-            tags = await self._scalar("SELECT count(*) FROM tags")
-            manifests = await self._scalar("SELECT count(*) FROM manifests")
+
+        async def statements(db: aiosqlite.Connection) -> Forgotten:
+            tags = await self._db.scalar("SELECT count(*) FROM tags")
+            manifests = await self._db.scalar("SELECT count(*) FROM manifests")
             if not dry_run:
                 for table in ("tags", "manifests", "links"):
-                    await self._db.execute(f"DELETE FROM {table}")
-                await self._db.commit()
+                    await db.execute(f"DELETE FROM {table}")
                 self._cache.clear()
-        return Forgotten(tags=tags, manifests=manifests)
+            return Forgotten(tags=tags, manifests=manifests)
+
+        return await self._db.write(statements, frees_space=True)
 
     async def count(self, table: str, upstream: str | None = None) -> int:
         assert table in TABLES
         if upstream is None:
-            return await self._scalar(f"SELECT count(*) FROM {table}")
-        return await self._scalar(f"SELECT count(*) FROM {table} WHERE upstream = ?", (upstream,))
+            return await self._db.scalar(f"SELECT count(*) FROM {table}")
+        return await self._db.scalar(
+            f"SELECT count(*) FROM {table} WHERE upstream = ?", (upstream,)
+        )

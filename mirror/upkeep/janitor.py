@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mirror.config import StorageConfig
-from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
@@ -46,20 +46,21 @@ class Janitor:
         keeper: BlobKeeper,
         ledger: UsageLedger,
         leases: BlobLeases,
+        disk: DiskSpace,
         config: StorageConfig,
-        metrics: Metrics,
     ) -> None:
         self._metadata = metadata
         self._files = files
         self._keeper = keeper
         self._ledger = ledger
         self._leases = leases
+        self._disk = disk
         self._config = config
-        self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one eviction or verify at a time
 
     async def start(self) -> None:
+        self._disk.restore_reserve()
         await self.reconcile()
         await self.evict()
         self._task = asyncio.create_task(self._run(), name="janitor")
@@ -91,6 +92,8 @@ class Janitor:
 
     async def flush(self) -> None:
         await self._keeper.flush_access_times()
+        # Once a purge or an eviction freed room, the reserve for the next full disk returns.
+        self._disk.restore_reserve()
 
     async def reconcile(self) -> ReconcileReport:
         """Make rows and files agree after a crash: no row without a file, no file without a row."""

@@ -28,6 +28,10 @@ async def readyz(request: web.Request) -> web.Response:
             problems.append(f"store: {folder.name}/ is not writable")
     if problems:
         return web.json_response({"status": "unready", "problems": problems}, status=503)
+    if request.app[MIRROR].stores.disk.full:
+        # Still ready: hits are served from a full disk; only new content is not stored.
+        warning = "storage: the disk is full; new content is served but not stored"
+        return web.json_response({"status": "degraded", "warnings": [warning]})
     return web.json_response({"status": "ready"})
 
 
