@@ -86,7 +86,7 @@ class BlobService:
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
         """The blob's size for a HEAD; asks the upstream only when nothing is local."""
-        local = self._files.size_of(digest)
+        local = self._stored_size(digest)
         fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):
             if not await self._metadata.has_link(upstream.name, repo, digest):
@@ -104,10 +104,10 @@ class BlobService:
         """A stored blob, or a reader on the fill that is (or is now) downloading it."""
         linked = await self._metadata.has_link(upstream.name, repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send.
-        size = self._files.size_of(digest)
+        size = self._stored_size(digest)
         if (size is not None or digest in self._fills) and not linked:
             await self._confirm_upstream_holds(upstream, repo, digest)
-            size = self._files.size_of(digest)
+            size = self._stored_size(digest)
         for _ in range(JOIN_ATTEMPTS):
             if size is not None:
                 self._metrics.cache("blob", "hit")
@@ -127,8 +127,15 @@ class BlobService:
                 return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
             # than the whole bound, streamed and dropped (a new fill for this client).
-            size = self._files.size_of(digest)
+            size = self._stored_size(digest)
         raise Unavailable(f"download of {digest} did not settle; try again")
+
+    def _stored_size(self, digest: Digest) -> int | None:
+        """The stored blob's size; None when absent, or purged and kept only for the readers
+        it had (a new request fetches it again)."""
+        if self._leases.pending_removal(digest):
+            return None
+        return self._files.size_of(digest)
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest

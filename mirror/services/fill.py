@@ -15,6 +15,9 @@ from mirror.errors import DigestMismatch, FillFailed
 from mirror.reference import Digest
 
 READ_CHUNK = 1024 * 1024
+# What one client of a running fill is handed at a time: a slow client holds about this much
+# (plus the socket's buffer) in memory, so a thousand of them cost megabytes, not a gigabyte.
+SEND_CHUNK = 128 * 1024
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
@@ -133,7 +136,7 @@ class BlobStream:
                 # a Range client never holds a complete 206 of unverified bytes either.
                 available = min(available, end if fill.finished.is_set() else end - 1)
             if position < available:
-                chunk = os.pread(self._fd, min(READ_CHUNK, available - position), position)
+                chunk = os.pread(self._fd, min(SEND_CHUNK, available - position), position)
                 if not chunk:
                     raise FillFailed("temp file shorter than reported")
                 position += len(chunk)

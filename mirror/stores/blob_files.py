@@ -66,15 +66,16 @@ class BlobFiles:
                 digest = None
             yield path, digest
 
-    def matches_digest(self, digest: Digest) -> bool:
-        """Re-hash a stored blob (blocking: run it in a thread)."""
+    def matches_digest(self, digest: Digest) -> bool | None:
+        """Re-hash a stored blob (blocking: run it in a thread); None when there is no file
+        (yet: a fill writes the row just before it renames the file into place)."""
         hasher = digest.hasher()
         try:
             with self.path(digest).open("rb") as file:
                 while chunk := file.read(HASH_CHUNK):
                     hasher.update(chunk)
         except FileNotFoundError:
-            return False
+            return None
         return hasher.hexdigest() == digest.hex
 
     def sweep_temps(self) -> int:

@@ -51,6 +51,10 @@ class BlobLeases:
         else:
             action()
 
+    def pending_removal(self, digest: Digest) -> bool:
+        """Removed, its file kept only for the readers that have it: not for new requests."""
+        return digest in self._after_release
+
     def cancel_pending(self, digest: Digest) -> None:
         """A fill stores this blob again: an earlier deferred delete must not remove it."""
         self._after_release.pop(digest, None)

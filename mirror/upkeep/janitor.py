@@ -124,17 +124,19 @@ class Janitor:
         return len(removed), sum(row.size for row in removed)
 
     async def verify(self, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-        """Re-hash every stored blob; remove the ones whose bytes changed on disk."""
+        """Re-hash every stored blob, those being read included; remove the ones whose bytes
+        changed on disk (their readers finish; new requests fetch them again)."""
         report = VerifyReport()
         loop = asyncio.get_running_loop()
         async with self._lock:
             rows = await self._metadata.blob_rows()
             for index, row in enumerate(rows, start=1):
-                if self._leases.busy(row.digest):
-                    report.skipped_busy += 1
+                matches = await loop.run_in_executor(None, self._files.matches_digest, row.digest)
+                if matches is None:
+                    report.skipped_busy += 1  # no file: a fill is storing it right now
                     continue
                 report.checked += 1
-                if not await loop.run_in_executor(None, self._files.matches_digest, row.digest):
+                if not matches:
                     report.corrupt.append(str(row.digest))
                     await self._keeper.remove([row.digest])
                     log.error("blob %s failed verification and was removed", row.digest)
