@@ -23,7 +23,8 @@ class Faults:
     blob_chunk_delay: float = 0.0
     blob_gate: asyncio.Event | None = None
     registry_status: int | None = None
-    rate_limited: int | None = None
+    # The Retry-After a 429 carries: seconds, or any text (an HTTP-date, "inf").
+    rate_limited: int | str | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
 
