@@ -216,6 +216,12 @@ def _upstream(section: _Section) -> UpstreamConfig:
     url = URL(url_text) if url_text else defaults.url
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(f"{section.key('url')}: expected an http:// or https:// URL")
+    if url.raw_user is not None or url.raw_password is not None:
+        # Never echoed: the line names the keys to use, not what was written.
+        raise ConfigError(
+            f"{section.key('url')}: no credentials in the URL; set "
+            f"{section.key('username')} and {section.key('password')} (or password_file)"
+        )
     username = section.take_str("username")
     password = _secret(section, "password")
     if (username is None) != (password is None):
