@@ -75,6 +75,7 @@ class UpstreamConfig:
     offline: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    token_timeout: float = 10.0  # the whole token request, connect to last byte
 
     @property
     def is_docker_hub(self) -> bool:
@@ -229,6 +230,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
     ttl = section.take("tag_ttl")
     connect = section.take("connect_timeout")
     read = section.take("read_timeout")
+    token = section.take("token_timeout")
     offline = section.take_bool("offline", False)
     section.finish()
     return UpstreamConfig(
@@ -244,6 +246,11 @@ def _upstream(section: _Section) -> UpstreamConfig:
         read_timeout=defaults.read_timeout
         if read is None
         else parse_duration(read, section.key("read_timeout")),
+        token_timeout=defaults.token_timeout
+        if token is None
+        else _positive(
+            parse_duration(token, section.key("token_timeout")), section, "token_timeout"
+        ),
     )
 
 

@@ -6,7 +6,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mirror.errors import ManifestUnknown, Unavailable, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import (
+    ManifestUnknown,
+    Unavailable,
+    UpstreamDenied,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from mirror.manifest_refs import referenced_digests
 from mirror.media_types import ALL_MANIFEST_TYPES, accepts
 from mirror.metrics import CacheResult, Metrics
@@ -96,7 +102,10 @@ class ManifestService:
             )
         except UpstreamNotFound:
             raise ManifestUnknown(f"manifest unknown: {repo}:{tag}") from None
-        except UpstreamUnavailable as exc:
+        except (UpstreamUnavailable, UpstreamDenied) as exc:
+            # Auth failures count as upstream failures for what is cached: a token server that
+            # is down or refuses us, or a registry that rejects a fresh token, must not make a
+            # cached image unpullable. Nothing cached: the client gets the error as it is.
             stale = await self._last_known(row)
             if stale is None:
                 raise

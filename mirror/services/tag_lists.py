@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from mirror.errors import NameUnknown, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import NameUnknown, UpstreamDenied, UpstreamNotFound, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.stores.metadata import Metadata
 from mirror.upstream.client import UpstreamRegistry
@@ -32,7 +32,8 @@ class TagListService:
             return TagPage(body, link)
         except UpstreamNotFound:
             raise NameUnknown(f"repository {repo} is unknown upstream") from None
-        except UpstreamUnavailable:
+        except (UpstreamUnavailable, UpstreamDenied):
+            # Auth failures too: a broken token path must not hide the tags we know.
             known = await self._metadata.list_tags(upstream.name, repo)
             if not known:
                 raise

@@ -27,6 +27,13 @@ class Faults:
     rate_limited: int | str | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
+    # The token server answers this status instead of a token (401/403: refused; 5xx: failed).
+    token_status: int | None = None
+    # The token server waits this long before answering (a hung token server).
+    token_delay: float = 0.0
+    # The registry rejects every token, fresh ones too, with error="invalid_token" (it cannot
+    # verify its token server's signatures: a rotated key, a clock far off).
+    reject_tokens: bool = False
 
 
 async def send_blob(
