@@ -57,3 +57,40 @@ def test_cli_refuses_url_credentials_in_one_line(tmp_path: Path) -> None:
     assert line.startswith("mirror: config error: upstreams[0].url: no credentials in the URL")
     assert "upstreams[0].username" in line and "password_file" in line
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_auth_and_stale_deadlines_have_short_defaults() -> None:
+    config = parse_config({})
+    assert config.cache.stale_after == 5.0
+    [upstream] = config.upstreams
+    assert upstream.token_timeout == 10.0
+    assert upstream.stale_after == 5.0  # what the services read
+
+
+def test_stale_after_reaches_every_upstream() -> None:
+    config = parse_config(
+        {
+            "cache": {"stale_after": "2s"},
+            "upstreams": [
+                {"name": "docker.io", "token_timeout": "3s"},
+                {"name": "ghcr.io", "url": "https://ghcr.io"},
+            ],
+        }
+    )
+    assert [up.stale_after for up in config.upstreams] == [2.0, 2.0]
+    assert [up.token_timeout for up in config.upstreams] == [3.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"cache": {"stale_after": "0s"}}, "cache.stale_after: must be more than 0"),
+        ({"cache": {"stale_after": "soon"}}, "cache.stale_after: expected a duration"),
+        ({"cache": {"stale_afer": "5s"}}, "cache.stale_afer: unknown key (did you mean"),
+        ({"upstreams": [{"token_timeout": "0s"}]}, "upstreams[0].token_timeout: must be more"),
+    ],
+)
+def test_deadline_mistakes_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert str(raised.value).startswith(message)

@@ -12,36 +12,63 @@ Two kinds, as `docs/architecture.md` (Choices) explains:
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from aiohttp.web import Application
 from fakes import FakeClock, FakeHub, FakeImage
 from fakes.client import MakeMirror, oci_error_code
 
+from mirror.config import parse_config
 from mirror.errors import UpstreamDenied
 from mirror.upstream.client import AUTH_COOLDOWN, DENIED_FOR
+from mirror.web.app import create_app
 
 REPO = "library/alpine"
 OTHER = "library/busybox"
 TTL = 120.0  # shorter than a token's life (300 s): the mirror still holds its token then
 TOKEN_TIMEOUT = 1.0
+STALE_AFTER = 2.0
 # What "did not wait for the upstream" means below: far below every timeout the tests set
 # (30 s), with room for a loaded machine. A bound, not a benchmark.
 PROMPT = 5.0
 CLIENTS = 20
 
 Fault = Callable[[FakeHub], Awaitable[None]]
+AiohttpServer = Callable[[Application], Awaitable[TestServer]]
 
 
 @pytest.fixture
 def mirror_config(mirror_config: dict[str, Any]) -> dict[str, Any]:
     mirror_config["cache"]["tag_ttl"] = f"{TTL:g}s"
+    mirror_config["cache"]["stale_after"] = f"{STALE_AFTER:g}s"
     mirror_config["upstreams"][0]["token_timeout"] = f"{TOKEN_TIMEOUT:g}s"
     return mirror_config
+
+
+class MirrorWith(Protocol):
+    async def __call__(self, **upstream: str) -> TestServer: ...
+
+
+@pytest.fixture
+def mirror_with(
+    mirror_config: dict[str, Any], clock: FakeClock, aiohttp_server: AiohttpServer
+) -> MirrorWith:
+    """A mirror of `mirror_config` with any upstream keys set (make_mirror knows a few)."""
+
+    async def start(**upstream: str) -> TestServer:
+        data = copy.deepcopy(mirror_config)
+        data["upstreams"][0].update(upstream)
+        return await aiohttp_server(create_app(parse_config(data), clock=clock))
+
+    return start
 
 
 # -- the faults: each also revokes the tokens issued so far, as an upstream that expired or
@@ -293,6 +320,118 @@ async def test_a_repository_never_seen_is_refused_without_hammering_the_upstream
     assert hub.count(server="token") == 2
 
 
+# -- the stale deadline: a cached answer does not wait for a hung upstream -------------------
+
+
+async def test_stale_within_seconds_when_the_token_server_hangs(
+    hub: FakeHub, mirror_with: MirrorWith, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # A token deadline longer than the stale one: the stale deadline is what answers here.
+    mirror = await mirror_with(token_timeout="20s", read_timeout="30s")
+    image = await cache(hub, mirror, session)
+    hub.revoke_tokens()
+    hub.faults.token_delay = 30.0
+    clock.advance(TTL + 1)
+    started = time.monotonic()
+    await assert_stale(session, mirror, image)
+    assert time.monotonic() - started < PROMPT
+
+
+async def test_stale_within_seconds_when_the_registry_hangs_then_refreshed_behind(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    mirror = await make_mirror(read_timeout="30s")
+    image = await cache(hub, mirror, session)
+    hub.faults.manifest_delay = 30.0
+    clock.advance(TTL + 1)
+    started = time.monotonic()
+    await assert_stale(session, mirror, image)
+    assert time.monotonic() - started < PROMPT
+    # A client that comes while the resolution is still hung gets the stale answer at once:
+    # the deadline counts from the start of the shared resolution, not from each client.
+    started = time.monotonic()
+    await assert_stale(session, mirror, image, "HEAD")
+    assert time.monotonic() - started < STALE_AFTER
+    assert hub.count(server="registry", method="HEAD", path_endswith="/manifests/3.19") == 1
+
+
+async def test_the_resolution_goes_on_and_refreshes_the_tag(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    mirror = await make_mirror(read_timeout="30s")
+    image = await cache(hub, mirror, session)
+    moved = hub.add_image(REPO, "3.19", [b"moved while the registry was slow"])
+    hub.faults.manifest_delay = STALE_AFTER + 1  # slower than the deadline, then it answers
+    clock.advance(TTL + 1)
+    await assert_stale(session, mirror, image)
+    hub.faults.manifest_delay = 0.0  # for the GET of the moved manifest that follows
+    url = mirror.make_url(f"/v2/{REPO}/manifests/3.19")
+    deadline = time.monotonic() + 30
+    while True:  # clients joining the running resolution are answered stale until it is done
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            if resp.headers["X-Cache"] == "hit":
+                assert await resp.read() == moved.manifest_bytes
+                break
+            assert resp.headers["X-Cache"] == "stale"
+        assert time.monotonic() < deadline, "the resolution never finished"
+        await asyncio.sleep(0.05)
+    assert hub.count(server="registry", method="HEAD", path_endswith="/manifests/3.19") == 1
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A URL whose connections never complete: a listener with a full backlog that never
+    accepts, so the kernel drops further SYNs and connect() hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_stale_within_seconds_when_connecting_hangs(
+    hub: FakeHub,
+    mirror: TestServer,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    black_hole: str,
+    mirror_with: MirrorWith,
+) -> None:
+    image = await cache(hub, mirror, session)
+    await mirror.close()  # the same data folder, its upstream now at an address that hangs
+    hung = await mirror_with(url=black_hole, connect_timeout="30s", read_timeout="30s")
+    clock.advance(TTL + 1)
+    started = time.monotonic()
+    await assert_stale(session, hung, image)
+    assert time.monotonic() - started < PROMPT
+
+
+async def test_a_cold_tag_still_waits_for_the_upstream(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
+) -> None:
+    """The stale deadline needs a stale answer: with nothing cached, the upstream's answer
+    (here after STALE_AFTER + 1 s) is worth waiting for."""
+    mirror = await make_mirror(read_timeout="30s")
+    image = hub.add_image(REPO, "3.19", [b"layer"])
+    hub.faults.manifest_delay = STALE_AFTER + 1
+    async with session.get(mirror.make_url(f"/v2/{REPO}/manifests/3.19")) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Cache"] == "miss"
+        assert await resp.read() == image.manifest_bytes
+
+
 # -- tag lists: the tags this cache knows, through auth failures and hangs -------------------
 
 
@@ -311,3 +450,17 @@ async def test_tag_list_served_from_cache_through_an_auth_failure(
         assert resp.status == 200
         assert resp.headers["Warning"].startswith("299 ")
         assert await resp.json() == {"name": REPO, "tags": ["3.19"]}
+
+
+async def test_tag_list_served_from_cache_when_the_registry_hangs(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror = await make_mirror(read_timeout="30s")
+    await known_tags(hub, mirror, session)
+    hub.faults.tags_delay = 30.0
+    started = time.monotonic()
+    async with session.get(mirror.make_url(f"/v2/{REPO}/tags/list")) as resp:
+        assert resp.status == 200
+        assert resp.headers["Warning"].startswith("299 ")
+        assert await resp.json() == {"name": REPO, "tags": ["3.19"]}
+    assert time.monotonic() - started < PROMPT

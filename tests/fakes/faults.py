@@ -27,6 +27,7 @@ class Faults:
     rate_limited: int | str | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
+    tags_delay: float = 0.0  # the tag list answers this late
     # The token server answers this status instead of a token (401/403: refused; 5xx: failed).
     token_status: int | None = None
     # The token server waits this long before answering (a hung token server).

@@ -267,6 +267,8 @@ class FakeHub:
         if name not in self.content.repos:
             return error(404, "NAME_UNKNOWN", f"repository name not known: {name}")
         if kind == "tags":
+            if self.faults.tags_delay:
+                await asyncio.sleep(self.faults.tags_delay)
             return self._tags_list(request, name)
         if kind == "manifests":
             return await self._manifest(request, name, ref)
