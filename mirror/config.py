@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,15 @@ class AdminConfig:
     token: str | None = field(default=None, repr=False)  # None: the admin API answers 404
 
 
+DEFAULT_STALE_AFTER = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     tag_ttl: float = 600.0
+    # A cached tag whose upstream has not answered within this long is served stale while the
+    # resolution goes on in the background.
+    stale_after: float = DEFAULT_STALE_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,10 @@ class UpstreamConfig:
     offline: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    token_timeout: float = 10.0  # the whole token request, connect to last byte
+    # [cache] stale_after, copied here by parse_config: the services see an upstream's
+    # config, not the whole Config.
+    stale_after: float = DEFAULT_STALE_AFTER
 
     @property
     def is_docker_hub(self) -> bool:
@@ -202,11 +212,18 @@ def _admin(section: _Section) -> AdminConfig:
 
 
 def _cache(section: _Section) -> CacheConfig:
+    defaults = CacheConfig()
     ttl = section.take("tag_ttl")
+    stale_after = section.take("stale_after")
     section.finish()
-    if ttl is None:
-        return CacheConfig()
-    return CacheConfig(tag_ttl=parse_duration(ttl, section.key("tag_ttl")))
+    return CacheConfig(
+        tag_ttl=defaults.tag_ttl if ttl is None else parse_duration(ttl, section.key("tag_ttl")),
+        stale_after=defaults.stale_after
+        if stale_after is None
+        else _positive(
+            parse_duration(stale_after, section.key("stale_after")), section, "stale_after"
+        ),
+    )
 
 
 def _upstream(section: _Section) -> UpstreamConfig:
@@ -216,6 +233,12 @@ def _upstream(section: _Section) -> UpstreamConfig:
     url = URL(url_text) if url_text else defaults.url
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(f"{section.key('url')}: expected an http:// or https:// URL")
+    if url.raw_user is not None or url.raw_password is not None:
+        # Never echoed: the line names the keys to use, not what was written.
+        raise ConfigError(
+            f"{section.key('url')}: no credentials in the URL; set "
+            f"{section.key('username')} and {section.key('password')} (or password_file)"
+        )
     username = section.take_str("username")
     password = _secret(section, "password")
     if (username is None) != (password is None):
@@ -223,6 +246,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
     ttl = section.take("tag_ttl")
     connect = section.take("connect_timeout")
     read = section.take("read_timeout")
+    token = section.take("token_timeout")
     offline = section.take_bool("offline", False)
     section.finish()
     return UpstreamConfig(
@@ -238,6 +262,11 @@ def _upstream(section: _Section) -> UpstreamConfig:
         read_timeout=defaults.read_timeout
         if read is None
         else parse_duration(read, section.key("read_timeout")),
+        token_timeout=defaults.token_timeout
+        if token is None
+        else _positive(
+            parse_duration(token, section.key("token_timeout")), section, "token_timeout"
+        ),
     )
 
 
@@ -259,6 +288,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
             _upstream(_Section(item, f"upstreams[{index}]"))
             for index, item in enumerate(raw_upstreams)
         )
+    upstreams = tuple(replace(upstream, stale_after=cache.stale_after) for upstream in upstreams)
     names = [upstream.name for upstream in upstreams]
     for index, name in enumerate(names):
         if name in names[:index]:

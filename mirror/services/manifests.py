@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from mirror.errors import ManifestUnknown, Unavailable, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import (
+    ManifestUnknown,
+    Unavailable,
+    UpstreamDenied,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
 from mirror.manifest_refs import referenced_digests
 from mirror.media_types import ALL_MANIFEST_TYPES, accepts
 from mirror.metrics import CacheResult, Metrics
@@ -43,6 +50,9 @@ class ManifestService:
         self._tag_ttl = tag_ttl
         self._resolving: SingleFlight[StoredManifest] = SingleFlight()
         self._fetching: SingleFlight[StoredManifest] = SingleFlight()
+        # When each running tag resolution started (loop time): the stale deadline counts
+        # from there, so a client that joins a hung resolution late is not kept waiting anew.
+        self._resolving_since: dict[Hashable, float] = {}
 
     async def close(self) -> None:
         await self._resolving.close()
@@ -83,31 +93,73 @@ class ManifestService:
 
     async def _by_tag(self, upstream: UpstreamRegistry, repo: str, tag: Tag) -> ManifestResult:
         row = await self._metadata.get_tag(upstream.name, repo, tag.name)
+        last_known = None if row is None else await self._metadata.get_manifest(row.digest)
         fresh = row is not None and (self._clock() < row.expires_at or upstream.config.offline)
-        if row is not None and fresh:
-            stored = await self._metadata.get_manifest(row.digest)
-            if stored is not None:
-                self._metrics.cache("tag", "hit")
-                return ManifestResult(stored, "hit")
+        if last_known is not None and fresh:
+            self._metrics.cache("tag", "hit")
+            return ManifestResult(last_known, "hit")
         key = (upstream.name, repo, tag.name)
         try:
-            manifest = await self._resolving.run(
-                key, lambda: self._resolve_tag(upstream, repo, tag, row)
+            manifest = await self._resolve_within(
+                key, lambda: self._resolve_tag(upstream, repo, tag, row), last_known, upstream
             )
         except UpstreamNotFound:
             raise ManifestUnknown(f"manifest unknown: {repo}:{tag}") from None
-        except UpstreamUnavailable as exc:
-            stale = await self._last_known(row)
-            if stale is None:
+        except (UpstreamUnavailable, UpstreamDenied) as exc:
+            # Auth failures count as upstream failures for what is cached: a token server that
+            # is down or refuses us, or a registry that rejects a fresh token, must not make a
+            # cached image unpullable. Nothing cached: the client gets the error as it is.
+            if last_known is None:
                 raise
             log.warning("serving %s:%s from cache: %s", repo, tag, exc.message)
             self._metrics.cache("tag", "stale")
-            return ManifestResult(stale, "stale")
+            return ManifestResult(last_known, "stale")
+        except TimeoutError:
+            assert last_known is not None  # only a resolution with a stale answer has a deadline
+            log.warning(
+                "serving %s:%s from cache: upstream %s did not answer within %gs",
+                repo,
+                tag,
+                upstream.name,
+                upstream.config.stale_after,
+            )
+            self._metrics.cache("tag", "stale")
+            return ManifestResult(last_known, "stale")
         self._metrics.cache("tag", "miss")
         return ManifestResult(manifest, "miss")
 
-    async def _last_known(self, row: TagRow | None) -> StoredManifest | None:
-        return None if row is None else await self._metadata.get_manifest(row.digest)
+    async def _resolve_within(
+        self,
+        key: Hashable,
+        work: Callable[[], Awaitable[StoredManifest]],
+        last_known: StoredManifest | None,
+        upstream: UpstreamRegistry,
+    ) -> StoredManifest:
+        """The shared resolution of a tag. With a stale answer at hand, wait for it at most
+        `stale_after` from the moment it started (TimeoutError); it goes on in the background
+        and refreshes the tag when the upstream answers."""
+        loop = asyncio.get_running_loop()
+
+        async def timed() -> StoredManifest:
+            self._resolving_since[key] = loop.time()
+            try:
+                return await work()
+            finally:
+                self._resolving_since.pop(key, None)
+
+        if last_known is None:
+            return await self._resolving.run(key, timed)
+        since = self._resolving_since.get(key, loop.time())
+        remaining = max(0.0, since + upstream.config.stale_after - loop.time())
+        deadline = asyncio.timeout(remaining)
+        try:
+            async with deadline:
+                return await self._resolving.run(key, timed)
+        except TimeoutError:
+            if deadline.expired():
+                raise
+            # A TimeoutError of the resolution itself, not our deadline: an upstream failure.
+            raise UpstreamUnavailable(upstream.name, "timeout", "timed out") from None
 
     async def _resolve_tag(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, row: TagRow | None

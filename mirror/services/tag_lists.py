@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass
 
-from mirror.errors import NameUnknown, UpstreamNotFound, UpstreamUnavailable
+from mirror.errors import NameUnknown, UpstreamDenied, UpstreamNotFound, UpstreamUnavailable
 from mirror.metrics import Metrics
 from mirror.stores.metadata import Metadata
 from mirror.upstream.client import UpstreamRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +31,29 @@ class TagListService:
         self, upstream: UpstreamRegistry, repo: str, n: int | None, last: str | None
     ) -> TagPage:
         query = {key: str(value) for key, value in (("n", n), ("last", last)) if value is not None}
+        # The tags this cache knows are the stale answer; with one at hand, the upstream gets
+        # `stale_after` to answer (a tag list is not cached, so nothing goes on afterwards).
+        known = await self._metadata.list_tags(upstream.name, repo)
+        deadline = asyncio.timeout(upstream.config.stale_after if known else None)
         try:
-            body, link = await upstream.get_tags(repo, query)
+            async with deadline:
+                body, link = await upstream.get_tags(repo, query)
             return TagPage(body, link)
         except UpstreamNotFound:
             raise NameUnknown(f"repository {repo} is unknown upstream") from None
-        except UpstreamUnavailable:
-            known = await self._metadata.list_tags(upstream.name, repo)
-            if not known:
+        except (UpstreamUnavailable, UpstreamDenied, TimeoutError) as exc:
+            # Auth failures too: a broken token path must not hide the tags we know.
+            if not known or (isinstance(exc, TimeoutError) and not deadline.expired()):
                 raise
+            log.warning("serving the tags of %s from cache: %s", repo, _why(exc, upstream))
             self._metrics.stale_served.inc()
             return paginate(repo, known, n, last, stale=True)
+
+
+def _why(exc: Exception, upstream: UpstreamRegistry) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"upstream {upstream.name} did not answer within {upstream.config.stale_after:g}s"
+    return str(exc)
 
 
 def paginate(repo: str, tags: list[str], n: int | None, last: str | None, stale: bool) -> TagPage:

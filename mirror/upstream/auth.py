@@ -44,6 +44,19 @@ def parse_challenge(header: str) -> Challenge | None:
     return Challenge(scheme, realm, params.get("service"), params.get("scope"))
 
 
+def challenge_error(header: str) -> str | None:
+    """RFC 6750's `error` of a Bearer challenge: `invalid_token` (the token was not accepted
+    at all: bad signature, expired, revoked) or `insufficient_scope` (a good token without
+    this repository's grant); None when absent or not a Bearer challenge."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    for key, quoted, bare in _PARAM.findall(rest):
+        if key.lower() == "error":
+            return str(quoted or bare)
+    return None
+
+
 class TokenCache:
     """Authorization header values per scope, each kept until it expires."""
 
@@ -61,6 +74,10 @@ class TokenCache:
             return None
         return value
 
+    def forget(self, scope: str) -> None:
+        """Drop a value the upstream rejected, so that it is not sent again."""
+        self._entries.pop(scope, None)
+
     def put_basic(self, scope: str, authorization: str) -> str:
         self._entries[scope] = (authorization, float("inf"))
         return authorization
@@ -71,9 +88,11 @@ class TokenCache:
         challenge: Challenge,
         scope: str,
         credentials: str | None,
+        deadline: float,
     ) -> str:
         """Ask the challenge's realm for a token; TokenRefused when it refuses our credentials,
-        TokenServerFailed when it answers anything else but a token."""
+        TokenServerFailed when it answers anything else but a token, TimeoutError when the
+        whole exchange (connect, answer, body) takes more than `deadline` seconds."""
         query: dict[str, str] = {"scope": challenge.scope or scope}
         if challenge.service:
             query["service"] = challenge.service
@@ -83,7 +102,11 @@ class TokenCache:
         headers = {"Accept-Encoding": "identity"}
         if credentials:
             headers["Authorization"] = credentials
-        async with session.get(url, headers=headers, allow_redirects=False) as response:
+        # A deadline of its own: a token server that hangs must not cost the read timeout.
+        timeout = aiohttp.ClientTimeout(total=deadline)
+        async with session.get(
+            url, headers=headers, allow_redirects=False, timeout=timeout
+        ) as response:
             if response.status in (401, 403):
                 raise TokenRefused(f"token server answered {response.status}")
             if response.status != 200:

@@ -69,17 +69,23 @@ def _leading_int(value: str | None) -> int | None:
     return int(head) if head.isascii() and head.isdigit() and len(head) <= 18 else None
 
 
+# However long an upstream asks us to stay away, we ask again after this: a huge or mistaken
+# Retry-After (a day, a date years ahead) must not leave the cache unrefreshable until a restart.
+MAX_RETRY_AFTER = 3600.0
+
+
 def retry_after(value: str | None, now: float, default: float) -> float:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110),
+    at most MAX_RETRY_AFTER; `default` (also bounded) when absent or unreadable."""
     if value is None:
-        return default
+        return min(default, MAX_RETRY_AFTER)
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(min(int(value[:9]), 86_400))
+        return min(float(int(value[:9])), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
+    except (TypeError, ValueError, OverflowError):
+        return min(default, MAX_RETRY_AFTER)
     if when.tzinfo is None:  # "-0000" parses as naive; HTTP dates are UTC all the same
         when = when.replace(tzinfo=datetime.UTC)
-    return min(max(0.0, when.timestamp() - now), 86_400.0)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)

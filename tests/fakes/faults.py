@@ -26,13 +26,22 @@ class Faults:
     # Send the body chunked (no Content-Length) and hold its end until this is set.
     blob_hold_end: asyncio.Event | None = None
     registry_status: int | None = None
-    rate_limited: int | None = None
+    # The Retry-After a 429 carries: seconds, or any text (an HTTP-date, "inf").
+    rate_limited: int | str | None = None
     token_down: bool = False
     manifest_delay: float = 0.0
     manifest_gate: asyncio.Event | None = None
     # Docker-Content-Digest of a manifest answer: the digest it is stored under ("stored"),
     # the digest of the bytes sent ("body"), or no header at all ("absent").
     manifest_digest_header: str = "stored"
+    tags_delay: float = 0.0  # the tag list answers this late
+    # The token server answers this status instead of a token (401/403: refused; 5xx: failed).
+    token_status: int | None = None
+    # The token server waits this long before answering (a hung token server).
+    token_delay: float = 0.0
+    # The registry rejects every token, fresh ones too, with error="invalid_token" (it cannot
+    # verify its token server's signatures: a rotated key, a clock far off).
+    reject_tokens: bool = False
 
 
 async def send_blob(

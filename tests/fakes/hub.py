@@ -103,6 +103,13 @@ class FakeHub:
     async def start_registry(self) -> None:
         await self._start("registry", self._ports["registry"])
 
+    async def stop_token_server(self) -> None:
+        """Close the token server's socket: the mirror gets connection refused from it."""
+        await self._runners.pop("token").cleanup()
+
+    async def start_token_server(self) -> None:
+        await self._start("token", self._ports["token"])
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._ports['registry']}"
@@ -260,6 +267,8 @@ class FakeHub:
         if name not in self.content.repos:
             return error(404, "NAME_UNKNOWN", f"repository name not known: {name}")
         if kind == "tags":
+            if self.faults.tags_delay:
+                await asyncio.sleep(self.faults.tags_delay)
             return self._tags_list(request, name)
         if kind == "manifests":
             return await self._manifest(request, name, ref)
@@ -276,12 +285,16 @@ class FakeHub:
         """None if the Bearer token covers `name` (any valid token for /v2/), else a 401."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         granted = self._tokens.get(token) if scheme == "Bearer" else None
-        if granted is not None and (name is None or name in granted):
+        if self.faults.reject_tokens and granted is not None:
+            granted = None
+        elif granted is not None and (name is None or name in granted):
             return None
         challenge = f'Bearer realm="{self.token_url}/token",service="{SERVICE}"'
         if name is not None:
             challenge += f',scope="repository:{name}:pull"'
-        if granted is not None:
+        if self.faults.reject_tokens and scheme == "Bearer":
+            challenge += ',error="invalid_token"'
+        elif granted is not None:
             challenge += ',error="insufficient_scope"'
         return error(
             401,
@@ -336,8 +349,13 @@ class FakeHub:
     # -- token server ----------------------------------------------------------------------
 
     async def _token(self, request: web.Request) -> web.Response:
+        if self.faults.token_delay:
+            await asyncio.sleep(self.faults.token_delay)
         if self.faults.token_down:
             return error(503, "UNAVAILABLE", "auth server down")
+        if self.faults.token_status is not None:
+            status = self.faults.token_status
+            return error(status, "DENIED" if status < 500 else "UNKNOWN", "injected token fault")
         credentials = _basic_credentials(request.headers.get("Authorization"))
         granted: set[str] = set()
         for scope in " ".join(request.query.getall("scope", [])).split():
