@@ -8,13 +8,40 @@ import json
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
+from fakes.client import oci_error_code
+from yarl import URL
 
 REPO = "library/alpine"
 SIZE = 5000
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def raw_url(server: TestServer, path: str) -> URL:
+    """Sent exactly as written: no client-side normalisation of escapes."""
+    return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
+
+
+# -- numbers, routes and references -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", ["-tag", ".tag", "t" * 129, "caf%C3%A9"])
+async def test_a_reference_that_is_not_a_valid_tag_is_manifest_unknown(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, reference: str
+) -> None:
+    path = f"/v2/{REPO}/manifests/{reference}"
+    async with session.get(raw_url(mirror, path)) as resp:
+        assert resp.status == 404
+        assert await oci_error_code(resp) == "MANIFEST_UNKNOWN"
+    async with session.head(raw_url(mirror, path)) as resp:
+        assert resp.status == 404
+    async with session.get(raw_url(mirror, f"/v2/{REPO}/manifests/sha256:xyz")) as resp:
+        assert resp.status == 400
+        assert await oci_error_code(resp) == "DIGEST_INVALID"
+    assert hub.count() == 0
 
 
 async def test_an_upstream_refusal_is_403_denied_without_a_challenge(

@@ -7,8 +7,8 @@ from contextlib import closing
 
 from aiohttp import web
 
-from mirror.errors import NotFound, PaginationInvalid, Unsupported
-from mirror.reference import Digest, parse_reference
+from mirror.errors import ManifestUnknown, NotFound, PaginationInvalid, TagInvalid, Unsupported
+from mirror.reference import Digest, Reference, parse_reference
 from mirror.services.fill import BlobStream
 from mirror.upstream.router import Target
 from mirror.web.appkeys import CACHE_RESULT, MIRROR
@@ -63,8 +63,18 @@ def client_accept(request: web.Request) -> tuple[str, ...]:
     return tuple(types)
 
 
+def manifest_reference(text: str) -> Reference:
+    """A reference that is not a valid tag names no manifest: 404 MANIFEST_UNKNOWN, as
+    distribution answers (the conformance suite's pull workflow expects it). A malformed
+    digest stays 400 DIGEST_INVALID."""
+    try:
+        return parse_reference(text)
+    except TagInvalid:
+        raise ManifestUnknown(f"manifest unknown: {text[:200]!r} is not a valid tag") from None
+
+
 async def manifest(request: web.Request, target: Target, ref_text: str) -> web.Response:
-    ref = parse_reference(ref_text)
+    ref = manifest_reference(ref_text)
     result = await request.app[MIRROR].manifests.get(
         target.upstream, target.repo, ref, client_accept(request)
     )
