@@ -28,6 +28,32 @@ def raw_url(server: TestServer, path: str) -> URL:
 # -- numbers, routes and references -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", ["\u00b2", "\u0663", "\uff11", "-1", "+1", "1e3", " 1", ""])
+async def test_a_page_size_that_is_not_ascii_digits_is_400(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, n: str
+) -> None:
+    hub.add_image(REPO, "1", [b"layer"])
+    async with session.get(mirror.make_url(f"/v2/{REPO}/tags/list"), params={"n": n}) as resp:
+        assert resp.status == 400, n
+        assert await oci_error_code(resp) == "PAGINATION_NUMBER_INVALID"
+    assert hub.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("n", "sent"), [("9" * 5000, "10000"), ("0" * 5000 + "2", "2"), ("10001", "10000")]
+)
+async def test_a_huge_page_size_is_clamped(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, n: str, sent: str
+) -> None:
+    for tag in ("1", "2", "3"):
+        hub.add_image(REPO, tag, [b"layer " + tag.encode()])
+    async with session.get(mirror.make_url(f"/v2/{REPO}/tags/list"), params={"n": n}) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["tags"] == ["1", "2", "3"][: int(sent)]
+    [asked] = hub.records(server="registry", path_contains="/tags/list", status=200)
+    assert asked.query["n"] == sent
+
+
 @pytest.mark.parametrize("reference", ["-tag", ".tag", "t" * 129, "caf%C3%A9"])
 async def test_a_reference_that_is_not_a_valid_tag_is_manifest_unknown(
     hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, reference: str

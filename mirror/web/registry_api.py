@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import closing
 
 from aiohttp import web
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 # failed and the cache answered; a Warning header says so too).
 CACHE_HEADER = "X-Cache"
 STALE_WARNING = '299 - "stale: the upstream could not be reached; served from cache"'
+# The most tags one page may ask for: a larger `n` is clamped to it (the answer then carries a
+# Link to the next page, as for any page the server shortens).
+MAX_PAGE_SIZE = 10_000
+_PAGE_SIZE = re.compile(r"[0-9]+")
 
 
 async def api_root(request: web.Request) -> web.Response:
@@ -118,13 +123,24 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         return await send_stored(request, source.path, headers)
 
 
+def page_size(text: str | None) -> int | None:
+    """`n`: ASCII digits only (str.isdigit() also takes '²', which int() refuses), at most
+    MAX_PAGE_SIZE (a longer number is clamped without int(), which refuses 4,300+ digits)."""
+    if text is None:
+        return None
+    if not _PAGE_SIZE.fullmatch(text):
+        raise PaginationInvalid(
+            f"n must be a non-negative integer, got {text[:20]!r}", detail={"n": text[:20]}
+        )
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_PAGE_SIZE)):
+        return MAX_PAGE_SIZE
+    return min(int(digits), MAX_PAGE_SIZE)
+
+
 async def tags_list(request: web.Request, target: Target) -> web.Response:
-    n_text, last = request.query.get("n"), request.query.get("last")
-    if n_text is not None and not n_text.isdigit():
-        raise PaginationInvalid(f"n must be a non-negative integer, got {n_text[:20]!r}")
-    page = await request.app[MIRROR].tag_lists.list(
-        target.upstream, target.repo, int(n_text) if n_text else None, last
-    )
+    n, last = page_size(request.query.get("n")), request.query.get("last")
+    page = await request.app[MIRROR].tag_lists.list(target.upstream, target.repo, n, last)
     headers = _headers(target)
     if page.link:
         headers["Link"] = page.link
