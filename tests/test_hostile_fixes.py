@@ -54,7 +54,32 @@ async def test_a_huge_page_size_is_clamped(
     assert asked.query["n"] == sent
 
 
-@pytest.mark.parametrize("reference", ["-tag", ".tag", "t" * 129, "caf%C3%A9"])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("POST", "/v2/", 405, "UNSUPPORTED"),
+        ("DELETE", "/v2/", 405, "UNSUPPORTED"),
+        ("GET", "/v2/alpine%0a/manifests/latest", 400, "NAME_INVALID"),
+        ("GET", "/v2/alpine/manifests/latest%0a", 404, "MANIFEST_UNKNOWN"),
+        ("GET", "/nothing%0ahere", 404, "NOT_FOUND"),
+        ("POST", "/healthz", 405, "UNSUPPORTED"),
+    ],
+)
+async def test_refusals_are_oci_errors(
+    mirror: TestServer,
+    session: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    status: int,
+    code: str,
+) -> None:
+    async with session.request(method, raw_url(mirror, path)) as resp:
+        assert resp.status == status
+        assert resp.content_type == "application/json"
+        assert await oci_error_code(resp) == code
+
+
+@pytest.mark.parametrize("reference", ["-tag", ".tag", "t" * 129, "a%0a", "caf%C3%A9"])
 async def test_a_reference_that_is_not_a_valid_tag_is_manifest_unknown(
     hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession, reference: str
 ) -> None:

@@ -28,14 +28,19 @@ MAX_PAGE_SIZE = 10_000
 _PAGE_SIZE = re.compile(r"[0-9]+")
 
 
+def _read_only(request: web.Request) -> None:
+    if request.method not in ("GET", "HEAD"):
+        raise Unsupported("this registry is a read-only mirror: push and delete are unsupported")
+
+
 async def api_root(request: web.Request) -> web.Response:
+    _read_only(request)
     return web.json_response({}, headers=dict([API_VERSION]))
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route /v2/<name>/{manifests,blobs,tags} by hand: names hold any number of slashes."""
-    if request.method not in ("GET", "HEAD"):
-        raise Unsupported("this registry is a read-only mirror: push and delete are unsupported")
+    _read_only(request)
     path = request.match_info["tail"]
     if path.endswith("/tags/list"):
         return await tags_list(request, _target(request, path.removesuffix("/tags/list")))
@@ -150,5 +155,6 @@ async def tags_list(request: web.Request, target: Target) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v2/", api_root)
-    app.router.add_route("*", "/v2/{tail:.+}", dispatch)
+    app.router.add_route("*", "/v2/", api_root)
+    # [\s\S], not `.`: a name with an encoded newline (%0a) is a NAME_INVALID, not a missed route.
+    app.router.add_route("*", r"/v2/{tail:[\s\S]+}", dispatch)
