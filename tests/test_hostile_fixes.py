@@ -25,6 +25,85 @@ def raw_url(server: TestServer, path: str) -> URL:
     return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
 
 
+# -- Range: one rule on a hit and a fill ------------------------------------------------------
+
+
+async def blob_answer(
+    session: aiohttp.ClientSession, url: str, ranges: list[str]
+) -> tuple[str, int, str | None, str, bytes]:
+    headers = [("Range", value) for value in ranges]
+    async with session.get(url, headers=headers) as resp:
+        body = await resp.read()
+        return (
+            resp.headers["X-Cache"],
+            resp.status,
+            resp.headers.get("Content-Range"),
+            resp.content_type,
+            body,
+        )
+
+
+@pytest.mark.parametrize(
+    ("ranges", "status", "part"),
+    [
+        (["bytes=10-19"], 206, (10, 20)),
+        (["bytes=-5"], 206, (SIZE - 5, SIZE)),
+        (["bytes=4990-99999"], 206, (4990, SIZE)),
+        (["bytes=0-1,5-6"], 200, None),  # several ranges: the whole blob
+        (["bytes=0-1", "bytes=5-6"], 200, None),  # two Range lines: several ranges
+        (["items=0-1"], 200, None),  # another unit
+        (["bytes=abc"], 200, None),  # unparsable
+        (["bytes=\u00b2-"], 200, None),  # not ASCII digits
+        (["bytes=-0"], 416, None),  # an empty suffix: the hit sent a 206 with everything
+        (["bytes=5-3"], 416, None),  # inverted
+        ([f"bytes={SIZE}-"], 416, None),  # past the end
+    ],
+)
+async def test_the_range_rule_is_the_same_on_a_fill_and_a_hit(
+    hub: FakeHub,
+    mirror: TestServer,
+    session: aiohttp.ClientSession,
+    ranges: list[str],
+    status: int,
+    part: tuple[int, int] | None,
+) -> None:
+    data = hub.make_blob(SIZE, seed=7)
+    digest = hub.add_blob(REPO, data)
+    url = str(mirror.make_url(f"/v2/{REPO}/blobs/{digest}"))
+    fill = await blob_answer(session, url, ranges)
+    if status == 416:  # a 416 on a fill leaves nothing stored: fill it without a range first
+        async with session.get(url) as resp:
+            assert await resp.read() == data
+    hit = await blob_answer(session, url, ranges)
+    assert fill[0] == "miss" and hit[0] == "hit"
+    assert fill[1:4] == hit[1:4], (fill[1:4], hit[1:4])
+    _, answered, content_range, content_type, body = hit
+    assert answered == status
+    if status == 416:
+        assert content_range == f"bytes */{SIZE}"
+        assert content_type == "application/json"
+        assert json.loads(body)["errors"][0]["code"] == "RANGE_INVALID"
+        assert json.loads(fill[4]) == json.loads(body)
+        return
+    start, end = part or (0, SIZE)
+    assert body == fill[4] == data[start:end]
+    assert content_range == (None if part is None else f"bytes {start}-{end - 1}/{SIZE}")
+
+
+async def test_preconditions_a_fill_ignores_do_not_make_a_hit_answer_412(
+    hub: FakeHub, mirror: TestServer, session: aiohttp.ClientSession
+) -> None:
+    data = hub.make_blob(SIZE, seed=8)
+    digest = hub.add_blob(REPO, data)
+    url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
+    async with session.get(url) as resp:
+        assert await resp.read() == data
+    odd = {"If-Match": '"nope"', "If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}
+    for name, value in odd.items():
+        async with session.get(url, headers={name: value, "Range": "bytes=0-9"}) as resp:
+            assert (resp.status, await resp.read()) == (206, data[:10]), name
+
+
 # -- numbers, routes and references -------------------------------------------------------------
 
 

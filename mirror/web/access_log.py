@@ -18,7 +18,7 @@ def body_bytes(request: BaseRequest, response: StreamResponse) -> int:
     """Body bytes sent (aiohttp's body_length counts headers too, and misses sendfile)."""
     if isinstance(request, Request) and BODY_SENT in request:
         return request[BODY_SENT]  # a streamed fill counts what it really wrote
-    if request.method == "HEAD" or response.status in (204, 304, 416):
+    if request.method == "HEAD" or response.status in (204, 304):
         return 0
     if isinstance(response, Response) and isinstance(response.body, bytes):
         return len(response.body)

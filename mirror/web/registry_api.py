@@ -125,7 +125,7 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         if isinstance(source, BlobStream):
             with closing(source):
                 return await send_stream(request, source, headers)
-        return await send_stored(request, source.path, headers)
+        return await send_stored(request, source.path, source.size, headers)
 
 
 def page_size(text: str | None) -> int | None:
