@@ -5,14 +5,21 @@ invalid tags as 404 MANIFEST_UNKNOWN, and an upstream refusal as 403 DENIED."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from fakes import FakeHub
+from fakes import FakeClock, FakeHub
 from fakes.client import oci_error_code
 from yarl import URL
+
+from mirror.cli.log_output import JsonFormatter, TextFormatter
+from mirror.config import parse_config
+from mirror.web.access_log import ACCESS_LOGGER, AccessLogger
+from mirror.web.app import create_app
 
 REPO = "library/alpine"
 SIZE = 5000
@@ -189,3 +196,63 @@ async def test_an_upstream_refusal_is_403_denied_without_a_challenge(
             assert "authentication required" not in json.dumps(body)  # the upstream's text
         async with session.head(url) as resp:
             assert resp.status == 403, path
+
+
+# -- the log ------------------------------------------------------------------------------------
+
+
+class Lines(logging.Handler):
+    """Formatted records, as `mirror serve` prints them in each format."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> list[str]:
+        return [TextFormatter().format(record) for record in self.records]
+
+    def json(self) -> list[str]:
+        return [JsonFormatter().format(record) for record in self.records]
+
+
+@pytest.fixture
+def lines() -> Any:
+    handler = Lines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+async def logged_mirror(
+    mirror_config: dict[str, Any], clock: FakeClock, aiohttp_server: ServerFactory
+) -> TestServer:
+    app = create_app(parse_config(mirror_config), clock=clock)
+    return await aiohttp_server(
+        app, access_log_class=AccessLogger, access_log=logging.getLogger(ACCESS_LOGGER)
+    )
+
+
+async def test_a_control_character_in_a_path_cannot_forge_a_log_line(
+    mirror_config: dict[str, Any],
+    clock: FakeClock,
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    lines: Lines,
+) -> None:
+    mirror = await logged_mirror(mirror_config, clock, aiohttp_server)
+    forged = "/v2/x%0a2026-01-01%2000:00:00,000%20INFO%20mirror.access:%20GET%20/v2/%0d%1b[2J"
+    async with session.get(raw_url(mirror, forged)) as resp:
+        assert resp.status == 404
+    assert len([r for r in lines.records if r.name == ACCESS_LOGGER]) == 1
+    for line in (*lines.text(), *lines.json()):
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line, line
+    [text] = [line for line in lines.text() if "mirror.access" in line]
+    assert "/v2/x\\x0a2026-01-01 00:00:00,000 INFO" in text and "\\x0d\\x1b[2J" in text
+    assert json.loads(lines.json()[-1])["path"].startswith("/v2/x\\x0a2026")

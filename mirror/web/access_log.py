@@ -1,4 +1,5 @@
-"""Logging: one line per request (text or JSON); never a secret in a line."""
+"""Logging: one line per request (text or JSON); never a secret in a line, and never a line a
+request could split or forge."""
 
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ from mirror.web.middleware import route_label
 
 ACCESS_LOGGER = "mirror.access"
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
+
+# Control characters (C0, DEL, C1: newline, carriage return, escape, NEL…) and the unicode
+# line and paragraph separators, as \xNN / \uNNNN. A path holds them after percent-decoding
+# (`%0a`). The backslash is left alone, so escaping twice (the access line, then the text
+# formatter) changes nothing: a literal "\x0a" in a path reads like an escaped newline, but
+# neither can start a line.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def printable(text: str) -> str:
+    """`text` on one line: every control character escaped (idempotent)."""
+    return text.translate(_ESCAPES)
 
 
 def body_bytes(request: BaseRequest, response: StreamResponse) -> int:
@@ -32,9 +48,10 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         cache = request.get(CACHE_RESULT, "") if isinstance(request, Request) else ""
         sent = body_bytes(request, response)
+        method, path = printable(request.method), printable(request.path)
         fields = {
-            "method": request.method,
-            "path": request.path,
+            "method": method,
+            "path": path,
             "route": route_label(request.path),
             "status": response.status,
             "bytes": sent,
@@ -43,7 +60,7 @@ class AccessLogger(AbstractAccessLogger):
             "remote": request.remote,
         }
         message = (
-            f"{request.method} {request.path} {response.status} {sent}B "
+            f"{method} {path} {response.status} {sent}B "
             f"{time * 1000:.1f}ms{' ' + cache if cache else ''}"
         )
         # Probes and scrapes arrive every few seconds: keep them out of the info log.
