@@ -4,21 +4,25 @@ invalid tags as 404 MANIFEST_UNKNOWN, and an upstream refusal as 403 DENIED."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub
 from fakes.client import oci_error_code
+from fakes.ops import MirrorProcess
 from yarl import URL
 
 from mirror.cli.log_output import JsonFormatter, TextFormatter
 from mirror.config import parse_config
-from mirror.web.access_log import ACCESS_LOGGER, AccessLogger
+from mirror.web.access_log import ACCESS_LOGGER, SERVER_LOGGER, AccessLogger
 from mirror.web.app import create_app
 
 REPO = "library/alpine"
@@ -30,6 +34,17 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 def raw_url(server: TestServer, path: str) -> URL:
     """Sent exactly as written: no client-side normalisation of escapes."""
     return URL(f"http://{server.host}:{server.port}{path}", encoded=True)
+
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    """Write bytes that are not (quite) HTTP and read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
 
 
 # -- Range: one rule on a hit and a fill ------------------------------------------------------
@@ -256,3 +271,75 @@ async def test_a_control_character_in_a_path_cannot_forge_a_log_line(
     [text] = [line for line in lines.text() if "mirror.access" in line]
     assert "/v2/x\\x0a2026-01-01 00:00:00,000 INFO" in text and "\\x0d\\x1b[2J" in text
     assert json.loads(lines.json()[-1])["path"].startswith("/v2/x\\x0a2026")
+
+
+async def test_a_malformed_request_is_logged_once_at_info_without_a_traceback(
+    mirror_config: dict[str, Any],
+    clock: FakeClock,
+    aiohttp_server: ServerFactory,
+    lines: Lines,
+) -> None:
+    mirror = await logged_mirror(mirror_config, clock, aiohttp_server)
+    assert mirror.port is not None
+    answer = await raw_exchange(mirror.port, b"GET /v2/ HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+    server = [r for r in lines.records if r.name == SERVER_LOGGER]
+    assert [(r.levelno, r.exc_info) for r in server] == [(logging.INFO, None)]
+    assert "malformed request from 127.0.0.1 refused (BadHttpMessage)" in server[0].getMessage()
+    info = [r for r in lines.records if r.levelno >= logging.INFO and r.name != "mirror.upkeep"]
+    assert info == server  # the access line of a request the app never saw is DEBUG
+    for line in lines.text():
+        assert "\n" not in line
+
+
+@pytest.mark.server_errors_expected
+async def test_a_real_crash_is_still_an_error_with_its_traceback(
+    mirror_config: dict[str, Any],
+    clock: FakeClock,
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The filter only quiets what the parser refuses: a handler that escapes every middleware
+    (here, one with no middleware at all) is still logged at ERROR, as conftest's
+    no_unhandled_server_errors expects."""
+    create_app(parse_config(mirror_config), clock=clock)  # installs the filter
+
+    async def crash(request: web.Request) -> web.Response:
+        raise RuntimeError("a real crash")
+
+    bare = web.Application()
+    bare.router.add_get("/", crash)
+    server = await aiohttp_server(bare)
+    async with session.get(server.make_url("/")) as resp:
+        assert resp.status == 500
+    [record] = [r for r in caplog.get_records("call") if r.name == SERVER_LOGGER]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+async def test_mirror_serve_logs_a_forged_path_and_garbage_on_one_line_each(
+    hub: FakeHub, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The real process, text format: the formatter of `mirror serve` escapes, and garbage on
+    the port is one INFO line with no traceback."""
+    config = {
+        "storage": {"path": str(tmp_path / "data")},
+        "upstreams": [{"name": "docker.io", "url": hub.url}],
+    }
+    proc = MirrorProcess(tmp_path / "proc", config)
+    await proc.start(session)
+    try:
+        url = URL(f"{proc.url}/v2/x%0aFORGED%20INFO%20line/manifests/latest", encoded=True)
+        async with session.get(url) as resp:
+            assert resp.status == 400
+        port = proc.listen.rpartition(":")[2]
+        await raw_exchange(int(port), b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        await raw_exchange(int(port), b"GET /v2/ HTTP/1.1\r\nBad Header\r\n\r\n")
+    finally:
+        await proc.stop()
+    output = proc.stderr_lines()
+    assert not [line for line in output if line.startswith("FORGED")], output
+    assert any("/v2/x\\x0aFORGED INFO line/manifests/latest 400" in line for line in output)
+    refused = [line for line in output if "malformed request" in line]
+    assert len(refused) == 1 and " INFO aiohttp.server: " in refused[0], output
+    assert "Traceback" not in "\n".join(output) and " ERROR " not in "\n".join(output)

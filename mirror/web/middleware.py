@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from mirror.errors import MirrorError
-from mirror.web.appkeys import MIRROR
+from mirror.web.appkeys import MIRROR, ROUTED
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def route_label(path: str) -> str:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request (outermost, so it sees the final status)."""
+    request[ROUTED] = True
     metrics = request.app[MIRROR].metrics
     started = time.perf_counter()
     status = 500
