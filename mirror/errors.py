@@ -114,8 +114,13 @@ class UpstreamNotFound(NotFound):
         self.upstream = upstream
 
 
-class UpstreamDenied(Unauthorized):
-    """The upstream refused access even after authenticating."""
+class UpstreamDenied(MirrorError):
+    """The upstream refused access even after authenticating. Clients do not authenticate to
+    the mirror, so this is a 403 DENIED: a 401 must carry a WWW-Authenticate challenge, and no
+    credentials a client could send would change the answer."""
+
+    status = 403
+    code = "DENIED"
 
 
 class TokenServerFailed(Exception):

@@ -7,7 +7,7 @@ Two kinds, as `docs/architecture.md` (Choices) explains:
   AUTH_COOLDOWN, for any repository; uncached content is a 503;
 - a repository is refused us (the token server answers 401/403; the registry answers 401/403 to
   a fresh token, e.g. `insufficient_scope` for a private repository): that repository is not
-  asked again for DENIED_FOR; uncached content keeps UpstreamDenied's status (401).
+  asked again for DENIED_FOR; uncached content keeps UpstreamDenied's status (403 DENIED).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ async def test_uncached_tag_gets_an_honest_error_and_the_upstream_is_left_alone(
 ) -> None:
     hub.add_image(REPO, "3.19", [b"layer"])
     await FAULTS[fault](hub)
-    # A denied repository keeps UpstreamDenied's status (401, or whatever it becomes); a broken
+    # A denied repository keeps UpstreamDenied's status (403 DENIED); a broken
     # auth path is the upstream's failure: 503, as for a refused connection.
     status, code = (503, "UNAVAILABLE") if fault in BROKEN else (UpstreamDenied.status, None)
     url = mirror.make_url(f"/v2/{REPO}/manifests/3.19")
@@ -311,7 +311,7 @@ async def test_a_repository_never_seen_is_refused_without_hammering_the_upstream
     for path in paths * 10:
         async with session.get(mirror.make_url(path)) as resp:
             assert resp.status == UpstreamDenied.status
-            assert await oci_error_code(resp) == "UNAUTHORIZED"
+            assert await oci_error_code(resp) == UpstreamDenied.code
     assert hub.count(server="token") == 1
     assert hub.count(server="registry") == 2
     clock.advance(DENIED_FOR + 1)

@@ -9,6 +9,7 @@ from aiohttp import web
 from mirror.assembly import Clock, Lifetime, assemble
 from mirror.config import Config
 from mirror.web import admin_api, health, middleware, registry_api
+from mirror.web.access_log import quiet_malformed_requests
 from mirror.web.appkeys import MIRROR
 
 
@@ -16,6 +17,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     """Nothing here does I/O; resources open when the app starts, in order, and close in
     reverse: if one fails to open, the ones before it still close."""
     mirror = assemble(config, clock)
+    quiet_malformed_requests()
     app = web.Application(middlewares=[middleware.observe, middleware.oci_errors])
     app[MIRROR] = mirror
     registry_api.add_routes(app)

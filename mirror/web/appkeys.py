@@ -11,3 +11,5 @@ MIRROR = web.AppKey("mirror", Mirror)
 CACHE_RESULT = web.RequestKey("cache_result", str)
 # Body bytes a streamed response really wrote (it may be cut short), for the request log.
 BODY_SENT = web.RequestKey("body_sent", int)
+# Set for every request that reached the app (aiohttp's parser refuses some before routing).
+ROUTED = web.RequestKey("routed", bool)

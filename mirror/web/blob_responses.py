@@ -1,4 +1,10 @@
-"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive."""
+"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive.
+
+Both follow one Range rule, decided here by `parse_range` before any byte goes out: one
+satisfiable range is a 206; several ranges, another unit or anything unparsable is the whole
+blob (200), as RFC 9110 allows; an unsatisfiable range is a 416 with an OCI body and
+`Content-Range: bytes */SIZE`. aiohttp's FileResponse only ever sees the range decided here.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,47 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from mirror.errors import FillFailed
+from mirror.errors import FillFailed, RangeInvalid
 from mirror.services.fill import BlobStream
 from mirror.web.appkeys import BODY_SENT, MIRROR
-from mirror.web.ranges import parse_range
+from mirror.web.middleware import error_response
+from mirror.web.ranges import ByteRange, parse_range
 
 log = logging.getLogger(__name__)
+
+# What FileResponse must not decide for itself: the range (decided here), and the preconditions
+# a fill ignores. A blob is named by its digest and never changes, so If-Range and If-Match
+# change nothing about its bytes; FileResponse would answer them with its own mtime-based
+# ETag, and a 412 without an OCI body. If-None-Match and If-Modified-Since may still be 304.
+_DECIDED_HERE = ("Range", "If-Range", "If-Match", "If-Unmodified-Since")
+
+
+def requested_range(request: web.BaseRequest, size: int | None) -> ByteRange | None:
+    """The one range to send, None for the whole blob; RangeInvalid when unsatisfiable.
+    Two Range lines are several ranges: the whole blob."""
+    lines = request.headers.getall("Range", [])
+    return parse_range(lines[0], size) if len(lines) == 1 else None
+
+
+def unsatisfiable(error: RangeInvalid, size: int, headers: dict[str, str]) -> web.Response:
+    """416: the OCI body, the blob's own headers but its type, and the size."""
+    response = error_response(error)
+    response.headers.update({k: v for k, v in headers.items() if k.lower() != "content-type"})
+    response.headers["Content-Range"] = f"bytes */{size}"
+    return response
+
+
+def _file_request_headers(
+    headers: CIMultiDictProxy[str], byte_range: ByteRange | None
+) -> CIMultiDict[str]:
+    kept = CIMultiDict(headers)
+    for name in _DECIDED_HERE:
+        kept.popall(name, None)
+    if byte_range is not None:
+        kept["Range"] = f"bytes={byte_range.start}-{byte_range.end - 1}"
+    return kept
 
 
 class PreparedFileResponse(web.FileResponse):
@@ -27,12 +67,19 @@ class PreparedFileResponse(web.FileResponse):
 
 
 async def send_stored(
-    request: web.Request, path: Path, headers: dict[str, str]
+    request: web.Request, path: Path, size: int, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """sendfile, with Range and conditional requests handled by aiohttp."""
-    response = PreparedFileResponse(path, headers=headers)
+    """sendfile by aiohttp's FileResponse, which is handed the range decided here (and answers
+    If-None-Match / If-Modified-Since)."""
     try:
-        await response.prepare(request)
+        byte_range = requested_range(request, size)
+    except RangeInvalid as exc:
+        return unsatisfiable(exc, size, headers)
+    response = PreparedFileResponse(path, headers=headers)
+    # The same request for FileResponse (same connection and writer), minus what is decided here.
+    as_decided = request.clone(headers=_file_request_headers(request.headers, byte_range))
+    try:
+        await response.prepare(as_decided)
     except ConnectionError:
         return response  # the client went away mid-transfer
     if response.status in (200, 206):
@@ -46,7 +93,11 @@ async def send_stream(
 ) -> web.StreamResponse:
     """Follow a running fill; cut the connection if it fails, so the client sees a short body
     and never a complete one with wrong bytes."""
-    byte_range = parse_range(request.headers.get("Range"), stream.size)
+    try:
+        byte_range = requested_range(request, stream.size)
+    except RangeInvalid as exc:
+        assert stream.size is not None  # only a known size makes a range unsatisfiable
+        return unsatisfiable(exc, stream.size, headers)
     response = web.StreamResponse(headers=headers)
     response.headers["Accept-Ranges"] = "bytes"
     start, end = 0, stream.size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -9,13 +10,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from mirror.errors import MirrorError
-from mirror.web.appkeys import MIRROR
+from mirror.web.appkeys import MIRROR, ROUTED
 
 log = logging.getLogger(__name__)
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_REFUSAL_CODES = {404: "NOT_FOUND", 405: "UNSUPPORTED"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -38,6 +40,7 @@ def route_label(path: str) -> str:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request (outermost, so it sees the final status)."""
+    request[ROUTED] = True
     metrics = request.app[MIRROR].metrics
     started = time.perf_counter()
     status = 500
@@ -62,15 +65,32 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except MirrorError as exc:
         return error_response(exc)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return refusal_response(exc)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = MirrorError("internal error")
         return error_response(error)
 
 
+def refusal_response(refusal: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route matched, a body too large, ...) as OCI error bodies too,
+    with their status and Allow header; aiohttp would answer them in text/plain."""
+    code = _REFUSAL_CODES.get(refusal.status, "UNKNOWN")
+    error = {"code": code, "message": refusal.reason, "detail": None}
+    response = _oci_response(refusal.status, json.dumps({"errors": [error]}).encode())
+    if "Allow" in refusal.headers:
+        response.headers["Allow"] = refusal.headers["Allow"]
+    return response
+
+
 def error_response(error: MirrorError) -> web.Response:
-    response = web.Response(status=error.status, body=error.body(), content_type="application/json")
+    return _oci_response(error.status, error.body())
+
+
+def _oci_response(status: int, body: bytes) -> web.Response:
+    response = web.Response(status=status, body=body, content_type="application/json")
     response.headers[API_VERSION[0]] = API_VERSION[1]
     return response

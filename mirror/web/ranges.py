@@ -1,4 +1,5 @@
-"""The single byte range of a `Range: bytes=…` header (what registry clients send)."""
+"""The single byte range of a `Range: bytes=…` header (what registry clients send): the rule
+for stored blobs and running fills alike (see blob_responses)."""
 
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ def parse_range(header: str | None, size: int | None) -> ByteRange | None:
         # An empty blob has no last N bytes: ByteRange(0, 0) became a 206 with Content-Range
         # "bytes 0--1/0"; 416 is what aiohttp answers for the same blob once cached.
         if length == 0 or size == 0:
-            raise RangeInvalid(f"range {header!r} is empty", detail={"size": size})
+            raise RangeInvalid(f"range {header[:100]!r} is empty", detail={"size": size})
         return ByteRange(max(0, size - length), size)
     start = int(first)
     end = size if not last else min(int(last) + 1, size)
     if start >= size or end <= start:
-        raise RangeInvalid(f"range {header!r} is outside the blob", detail={"size": size})
+        raise RangeInvalid(f"range {header[:100]!r} is outside the blob", detail={"size": size})
     return ByteRange(start, end)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import closing
 
 from aiohttp import web
 
-from mirror.errors import NotFound, PaginationInvalid, Unsupported
-from mirror.reference import Digest, parse_reference
+from mirror.errors import ManifestUnknown, NotFound, PaginationInvalid, TagInvalid, Unsupported
+from mirror.reference import Digest, Reference, parse_reference
 from mirror.services.fill import BlobStream
 from mirror.upstream.router import Target
 from mirror.web.appkeys import CACHE_RESULT, MIRROR
@@ -21,16 +22,25 @@ log = logging.getLogger(__name__)
 # failed and the cache answered; a Warning header says so too).
 CACHE_HEADER = "X-Cache"
 STALE_WARNING = '299 - "stale: the upstream could not be reached; served from cache"'
+# The most tags one page may ask for: a larger `n` is clamped to it (the answer then carries a
+# Link to the next page, as for any page the server shortens).
+MAX_PAGE_SIZE = 10_000
+_PAGE_SIZE = re.compile(r"[0-9]+")
+
+
+def _read_only(request: web.Request) -> None:
+    if request.method not in ("GET", "HEAD"):
+        raise Unsupported("this registry is a read-only mirror: push and delete are unsupported")
 
 
 async def api_root(request: web.Request) -> web.Response:
+    _read_only(request)
     return web.json_response({}, headers=dict([API_VERSION]))
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Route /v2/<name>/{manifests,blobs,tags} by hand: names hold any number of slashes."""
-    if request.method not in ("GET", "HEAD"):
-        raise Unsupported("this registry is a read-only mirror: push and delete are unsupported")
+    _read_only(request)
     path = request.match_info["tail"]
     if path.endswith("/tags/list"):
         return await tags_list(request, _target(request, path.removesuffix("/tags/list")))
@@ -63,8 +73,18 @@ def client_accept(request: web.Request) -> tuple[str, ...]:
     return tuple(types)
 
 
+def manifest_reference(text: str) -> Reference:
+    """A reference that is not a valid tag names no manifest: 404 MANIFEST_UNKNOWN, as
+    distribution answers (the conformance suite's pull workflow expects it). A malformed
+    digest stays 400 DIGEST_INVALID."""
+    try:
+        return parse_reference(text)
+    except TagInvalid:
+        raise ManifestUnknown(f"manifest unknown: {text[:200]!r} is not a valid tag") from None
+
+
 async def manifest(request: web.Request, target: Target, ref_text: str) -> web.Response:
-    ref = parse_reference(ref_text)
+    ref = manifest_reference(ref_text)
     result = await request.app[MIRROR].manifests.get(
         target.upstream, target.repo, ref, client_accept(request)
     )
@@ -105,16 +125,27 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         if isinstance(source, BlobStream):
             with closing(source):
                 return await send_stream(request, source, headers)
-        return await send_stored(request, source.path, headers)
+        return await send_stored(request, source.path, source.size, headers)
+
+
+def page_size(text: str | None) -> int | None:
+    """`n`: ASCII digits only (str.isdigit() also takes '²', which int() refuses), at most
+    MAX_PAGE_SIZE (a longer number is clamped without int(), which refuses 4,300+ digits)."""
+    if text is None:
+        return None
+    if not _PAGE_SIZE.fullmatch(text):
+        raise PaginationInvalid(
+            f"n must be a non-negative integer, got {text[:20]!r}", detail={"n": text[:20]}
+        )
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_PAGE_SIZE)):
+        return MAX_PAGE_SIZE
+    return min(int(digits), MAX_PAGE_SIZE)
 
 
 async def tags_list(request: web.Request, target: Target) -> web.Response:
-    n_text, last = request.query.get("n"), request.query.get("last")
-    if n_text is not None and not n_text.isdigit():
-        raise PaginationInvalid(f"n must be a non-negative integer, got {n_text[:20]!r}")
-    page = await request.app[MIRROR].tag_lists.list(
-        target.upstream, target.repo, int(n_text) if n_text else None, last
-    )
+    n, last = page_size(request.query.get("n")), request.query.get("last")
+    page = await request.app[MIRROR].tag_lists.list(target.upstream, target.repo, n, last)
     headers = _headers(target)
     if page.link:
         headers["Link"] = page.link
@@ -124,5 +155,6 @@ async def tags_list(request: web.Request, target: Target) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v2/", api_root)
-    app.router.add_route("*", "/v2/{tail:.+}", dispatch)
+    app.router.add_route("*", "/v2/", api_root)
+    # [\s\S], not `.`: a name with an encoded newline (%0a) is a NAME_INVALID, not a missed route.
+    app.router.add_route("*", r"/v2/{tail:[\s\S]+}", dispatch)

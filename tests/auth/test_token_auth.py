@@ -98,13 +98,14 @@ def test_pull_with_configured_credentials(
 @pytest.mark.parametrize(
     "credentials", [("mirror-user", "wrong"), None], ids=["wrong-password", "no-credentials"]
 )
-def test_refused_credentials_are_401_not_500(
+def test_refused_credentials_are_403_denied_not_500(
     credentials: tuple[str, str] | None,
     make_mirror: MirrorFactory,
     token_server: TokenServer,
     pushed: dict[str, Image],
 ) -> None:
-    """The token server refuses the mirror: a client gets 401 UNAUTHORIZED, never a 500."""
+    """The token server refuses the mirror: a client gets 403 DENIED, never a 500 (and not a
+    401, which would need a WWW-Authenticate challenge for credentials clients cannot give)."""
     token_server.reset(Policy(users=dict([MIRROR_USER]), anonymous_pull=False))
     mirror = make_mirror(credentials)
     image = pushed["test/oci:v1"]
@@ -115,10 +116,10 @@ def test_refused_credentials_are_401_not_500(
     ]
     for method, url in urls:
         status, _headers, body = fetch(url, method)
-        assert status == 401, f"{method} {url}: {status} {body[:300]!r}"
+        assert status == 403, f"{method} {url}: {status} {body[:300]!r}"
         if method == "GET":
             errors = json.loads(body)["errors"]
-            assert errors[0]["code"] == "UNAUTHORIZED", errors
+            assert errors[0]["code"] == "DENIED", errors
     assert token_server.seen(), "the mirror never asked the token server"
     if credentials is not None:
         assert all(r.basic == credentials for r in token_server.seen())
