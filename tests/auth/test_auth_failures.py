@@ -22,15 +22,15 @@ from aiohttp.web import Application
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from fakes import FakeClock
+from support.images import Image
+from support.registry import Registry
 
 from mirror.config import parse_config
 from mirror.errors import UpstreamDenied
 from mirror.upstream.client import AUTH_COOLDOWN, DENIED_FOR
 from mirror.web.app import create_app
 
-from .conftest import Pushed
 from .tokens import ISSUER, SERVICE, TOKEN_LIFETIME, Policy, Signer, TokenServer, b64url
-from .upstream import TokenRegistry
 
 TTL = 120.0
 # Past the mirror's own idea of its token's life (300 s, less 10 %): it must ask for a new one.
@@ -90,8 +90,8 @@ def tokens(token_server: TokenServer) -> Iterator[TokenServer]:
 
 @pytest.fixture
 async def mirror(
-    token_registry: TokenRegistry,
-    pushed: dict[str, Pushed],
+    token_registry: Registry,
+    pushed: dict[str, Image],
     tmp_path: Path,
     clock: FakeClock,
     aiohttp_server: AiohttpServer,
@@ -116,14 +116,14 @@ async def mirror(
 
 
 async def get(
-    session: aiohttp.ClientSession, mirror: TestServer, image: Pushed, method: str = "GET"
+    session: aiohttp.ClientSession, mirror: TestServer, image: Image, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
     url = mirror.make_url(f"/v2/{image.repo}/manifests/{image.tag}")
     async with session.request(method, url, headers={"Accept": ACCEPT}) as resp:
         return resp.status, dict(resp.headers), await resp.read()
 
 
-def assert_stale(answer: tuple[int, dict[str, str], bytes], image: Pushed) -> None:
+def assert_stale(answer: tuple[int, dict[str, str], bytes], image: Image) -> None:
     status, headers, body = answer
     assert status == 200, body[:300]
     assert headers["X-Cache"] == "stale"
@@ -145,7 +145,7 @@ async def test_tokens_the_registry_rejects_serve_stale_and_pause_new_tokens(
     session: aiohttp.ClientSession,
     clock: FakeClock,
     tokens: TokenServer,
-    pushed: dict[str, Pushed],
+    pushed: dict[str, Image],
     fault: Callable[[TokenServer], None],
 ) -> None:
     image = pushed["alpine:3.19"]
@@ -177,7 +177,7 @@ async def test_a_token_server_that_refuses_serves_stale_and_is_not_asked_again(
     session: aiohttp.ClientSession,
     clock: FakeClock,
     tokens: TokenServer,
-    pushed: dict[str, Pushed],
+    pushed: dict[str, Image],
 ) -> None:
     image = pushed["alpine:3.19"]
     status, _, _ = await get(session, mirror, image)
@@ -189,12 +189,12 @@ async def test_a_token_server_that_refuses_serves_stale_and_is_not_asked_again(
         assert_stale(await get(session, mirror, image), image)
     assert len(tokens.seen()) == 1
     assert all(r.status == 401 for r in tokens.seen())
-    # Nothing cached: the client gets the refusal (401 UNAUTHORIZED), never a 500.
+    # Nothing cached: the client gets the refusal (403 DENIED), never a 500.
     cold = pushed["test/oci:v1"]
     for _ in range(3):
         status, _, body = await get(session, mirror, cold)
         assert status == UpstreamDenied.status, body[:300]
-        assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+        assert json.loads(body)["errors"][0]["code"] == UpstreamDenied.code
     assert len(tokens.seen()) == 2  # once per repository, then remembered
     clock.advance(DENIED_FOR + 1)
     tokens.reset(Policy(users={}, anonymous_pull=True))
