@@ -6,7 +6,6 @@ data in ./data). Unknown keys and bad values raise ConfigError naming the key's 
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,6 +14,7 @@ from typing import Any
 
 from yarl import URL
 
+from mirror.config_tables import Section, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
 
@@ -104,46 +104,7 @@ class Config:
         return self.cache.tag_ttl if upstream.tag_ttl is None else upstream.tag_ttl
 
 
-class _Section:
-    """One TOML table being read: takes known keys, then rejects whatever is left."""
-
-    def __init__(self, data: object, path: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a table, got {type(data).__name__}")
-        self._data = dict(data)
-        self.path = path
-        self._known: list[str] = []  # every key asked for, for "did you mean"
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def take(self, name: str) -> Any:
-        self._known.append(name)
-        return self._data.pop(name, None)
-
-    def take_str(self, name: str) -> str | None:
-        value = self.take(name)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self.key(name)}: expected a string, got {value!r}")
-        return value
-
-    def take_bool(self, name: str, default: bool) -> bool:
-        value = self.take(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)}: expected true or false, got {value!r}")
-        return value
-
-    def finish(self) -> None:
-        if self._data:
-            unknown = sorted(self._data)[0]
-            close = difflib.get_close_matches(unknown, self._known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{self.key(unknown)}: unknown key{hint}")
-
-
-def _server(section: _Section) -> ServerConfig:
+def _server(section: Section) -> ServerConfig:
     defaults = ServerConfig()
     listen = section.take("listen")
     log_format = section.take_str("log_format") or defaults.log_format
@@ -156,7 +117,7 @@ def _server(section: _Section) -> ServerConfig:
     return ServerConfig(host=host, port=port, log_format=log_format)
 
 
-def _storage(section: _Section) -> StorageConfig:
+def _storage(section: Section) -> StorageConfig:
     defaults = StorageConfig()
     path = section.take_str("path")
     max_size = section.take("max_size")
@@ -177,41 +138,21 @@ def _storage(section: _Section) -> StorageConfig:
         low_water=defaults.low_water if low_water is None else float(low_water),
         flush_interval=defaults.flush_interval
         if flush is None
-        else _positive(
+        else positive(
             parse_duration(flush, section.key("flush_interval")), section, "flush_interval"
         ),
     )
 
 
-def _positive(seconds: float, section: _Section, name: str) -> float:
-    if seconds <= 0:
-        raise ConfigError(f"{section.key(name)}: must be more than 0")
-    return seconds
-
-
-def _secret(section: _Section, name: str) -> str | None:
-    """A secret given inline (`name`) or, better, in a file (`name_file`, a mounted secret)."""
-    value = section.take_str(name)
-    path = section.take_str(f"{name}_file")
-    if path is None:
-        return value
-    if value is not None:
-        raise ConfigError(f"{section.key(name + '_file')}: set {name} or {name}_file, not both")
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{section.key(name + '_file')}: cannot read: {exc.strerror}") from None
-
-
-def _admin(section: _Section) -> AdminConfig:
-    token = _secret(section, "token")
+def _admin(section: Section) -> AdminConfig:
+    token = secret(section, "token")
     section.finish()
     if token is not None and len(token) < 16:
         raise ConfigError(f"{section.key('token')}: use at least 16 characters")
     return AdminConfig(token=token)
 
 
-def _cache(section: _Section) -> CacheConfig:
+def _cache(section: Section) -> CacheConfig:
     defaults = CacheConfig()
     ttl = section.take("tag_ttl")
     stale_after = section.take("stale_after")
@@ -220,13 +161,13 @@ def _cache(section: _Section) -> CacheConfig:
         tag_ttl=defaults.tag_ttl if ttl is None else parse_duration(ttl, section.key("tag_ttl")),
         stale_after=defaults.stale_after
         if stale_after is None
-        else _positive(
+        else positive(
             parse_duration(stale_after, section.key("stale_after")), section, "stale_after"
         ),
     )
 
 
-def _upstream(section: _Section) -> UpstreamConfig:
+def _upstream(section: Section) -> UpstreamConfig:
     defaults = UpstreamConfig()
     name = section.take_str("name") or defaults.name
     url_text = section.take_str("url")
@@ -240,7 +181,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
             f"{section.key('username')} and {section.key('password')} (or password_file)"
         )
     username = section.take_str("username")
-    password = _secret(section, "password")
+    password = secret(section, "password")
     if (username is None) != (password is None):
         raise ConfigError(f"{section.key('username')}: username and password go together")
     ttl = section.take("tag_ttl")
@@ -264,7 +205,7 @@ def _upstream(section: _Section) -> UpstreamConfig:
         else parse_duration(read, section.key("read_timeout")),
         token_timeout=defaults.token_timeout
         if token is None
-        else _positive(
+        else positive(
             parse_duration(token, section.key("token_timeout")), section, "token_timeout"
         ),
     )
@@ -272,11 +213,11 @@ def _upstream(section: _Section) -> UpstreamConfig:
 
 def parse_config(data: Mapping[str, Any]) -> Config:
     """Validate a TOML document (as a dict) into a Config."""
-    root = _Section(data, "")
-    server = _server(_Section(root.take("server") or {}, "server"))
-    storage = _storage(_Section(root.take("storage") or {}, "storage"))
-    cache = _cache(_Section(root.take("cache") or {}, "cache"))
-    admin = _admin(_Section(root.take("admin") or {}, "admin"))
+    root = Section(data, "")
+    server = _server(Section(root.take("server") or {}, "server"))
+    storage = _storage(Section(root.take("storage") or {}, "storage"))
+    cache = _cache(Section(root.take("cache") or {}, "cache"))
+    admin = _admin(Section(root.take("admin") or {}, "admin"))
     raw_upstreams = root.take("upstreams")
     root.finish()
     if raw_upstreams is None:
@@ -285,7 +226,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
         raise ConfigError("upstreams: expected one or more [[upstreams]] tables")
     else:
         upstreams = tuple(
-            _upstream(_Section(item, f"upstreams[{index}]"))
+            _upstream(Section(item, f"upstreams[{index}]"))
             for index, item in enumerate(raw_upstreams)
         )
     upstreams = tuple(replace(upstream, stale_after=cache.stale_after) for upstream in upstreams)

@@ -28,7 +28,7 @@ from fakes.client import MakeMirror, oci_error_code
 
 from mirror.config import parse_config
 from mirror.errors import UpstreamDenied
-from mirror.upstream.client import AUTH_COOLDOWN, DENIED_FOR
+from mirror.upstream.auth_failures import AUTH_COOLDOWN, DENIED_FOR
 from mirror.web.app import create_app
 
 REPO = "library/alpine"

@@ -23,6 +23,7 @@ from mirror.errors import (
 from mirror.metrics import Metrics
 from mirror.reference import Digest, Reference
 from mirror.upstream.auth import TokenCache, challenge_error, parse_challenge
+from mirror.upstream.auth_failures import AuthFailures
 from mirror.upstream.responses import (
     FetchedManifest,
     RateLimit,
@@ -39,13 +40,6 @@ log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution refuses larger manifests too
 MAX_REDIRECTS = 5
 DEFAULT_COOLDOWN = 60.0  # a 429 without Retry-After
-# The auth path is broken (token server down, failing, hanging, or its fresh tokens rejected):
-# no new token is asked for this long, for any repository; cached tags are served stale.
-AUTH_COOLDOWN = 30.0
-# The upstream refused us a repository (token server 401/403, 401/403 with a fresh token):
-# that repository is not asked again for this long (a 401 for a client, stale if cached).
-DENIED_FOR = 60.0
-MAX_DENIED = 4096  # remembered refusals; the oldest go first
 USER_AGENT = f"mirror/{__version__} (pull-through cache)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -63,10 +57,7 @@ class UpstreamRegistry:
         self._tokens = TokenCache(clock)
         self._session: aiohttp.ClientSession | None = None
         self._cooldown_until = 0.0
-        # Until when, and why, no new token is asked for (the auth path failed).
-        self._auth_failed: tuple[float, str] | None = None
-        # Scopes the upstream refused us, each until when (insertion order = expiry order).
-        self._denied: dict[str, float] = {}
+        self._failures = AuthFailures(self.name, clock, metrics)
         self.rate_limit = RateLimit()
         metrics.cooldown.labels(self.name).set_function(lambda: float(self.cooling_down))
 
@@ -156,10 +147,10 @@ class UpstreamRegistry:
             if self.cooling_down:
                 raise UpstreamUnavailable(self.name, "cooldown", "rate-limited, cooling down")
             scope = f"repository:{repo}:pull"
-            self._check_denied(scope)
+            self._failures.check_denied(scope)
             authorization = self._tokens.get(scope)
             if authorization is None:
-                self._check_auth()  # this request would need a token we cannot get now
+                self._failures.check_auth()  # this request would need a token we cannot get now
             url = self.config.url.join(URL(path))
             response = await self._send(method, url, headers, authorization)
             fresh = False
@@ -168,7 +159,7 @@ class UpstreamRegistry:
                 response.release()
                 if authorization is not None:
                     self._tokens.forget(scope)  # expired or revoked upstream: never again
-                    self._check_auth()
+                    self._failures.check_auth()
                 authorization = await self._authorize(challenge, scope)
                 response = await self._send(method, url, headers, authorization)
                 fresh = True
@@ -223,11 +214,11 @@ class UpstreamRegistry:
     async def _authorize(self, challenge_header: str, scope: str) -> str:
         challenge = parse_challenge(challenge_header)
         if challenge is None:
-            raise self._deny(scope, "denied access")
+            raise self._failures.deny(scope, "denied access")
         credentials = self._credentials()
         if challenge.scheme == "basic":
             if credentials is None:
-                raise self._deny(scope, "needs credentials")
+                raise self._failures.deny(scope, "needs credentials")
             return self._tokens.put_basic(scope, credentials)
         assert self._session is not None
         try:
@@ -235,63 +226,17 @@ class UpstreamRegistry:
                 self._session, challenge, scope, credentials, self.config.token_timeout
             )
         except TimeoutError:
-            raise self._auth_failure(
+            raise self._failures.auth_failed(
                 f"token server did not answer within {self.config.token_timeout:g}s"
             ) from None
         except (aiohttp.ClientError, TokenServerFailed) as exc:
-            raise self._auth_failure(f"token server failed: {_describe(exc)}") from None
+            why = str(exc) if isinstance(exc, TokenServerFailed) else type(exc).__name__
+            raise self._failures.auth_failed(f"token server failed: {why}") from None
         except TokenRefused as exc:
-            raise self._deny(scope, f"token server refused us ({exc})") from None
+            raise self._failures.deny(scope, f"token server refused us ({exc})") from None
         self._metrics.upstream_requests.labels(self.name, "token", "200").inc()
-        self._auth_failed = None
+        self._failures.token_issued()
         return token
-
-    # -- auth failures: remembered, so that they are not repeated for every client --------
-
-    def _check_auth(self) -> None:
-        """Raise at once while the auth path is known to be broken."""
-        if self._auth_failed is None:
-            return
-        until, why = self._auth_failed
-        if self._clock() >= until:
-            self._auth_failed = None
-            return
-        raise UpstreamUnavailable(
-            self.name, "cooldown", f"{why}; not asked again for {until - self._clock():.0f}s"
-        )
-
-    def _check_denied(self, scope: str) -> None:
-        """Raise at once for a repository the upstream refused us a moment ago."""
-        until = self._denied.get(scope)
-        if until is None:
-            return
-        if self._clock() >= until:
-            del self._denied[scope]
-            return
-        self._metrics.upstream_errors.labels(self.name, "cooldown").inc()
-        raise UpstreamDenied(f"upstream {self.name} denied access")
-
-    def _auth_failure(self, why: str) -> UpstreamUnavailable:
-        """The auth path is broken: no new token for AUTH_COOLDOWN, for any repository."""
-        self._auth_failed = (self._clock() + AUTH_COOLDOWN, why)
-        log.warning("upstream %s: %s; no new token asked for %.0fs", self.name, why, AUTH_COOLDOWN)
-        return UpstreamUnavailable(self.name, "auth", why)
-
-    def _deny(self, scope: str, why: str) -> UpstreamDenied:
-        """This repository is refused us: not asked again for DENIED_FOR."""
-        now = self._clock()
-        self._metrics.upstream_errors.labels(self.name, "denied").inc()
-        self._denied.pop(scope, None)
-        while self._denied:  # the oldest expire first
-            first, until = next(iter(self._denied.items()))
-            if until > now and len(self._denied) < MAX_DENIED:
-                break
-            del self._denied[first]
-        self._denied[scope] = now + DENIED_FOR
-        log.info(
-            "upstream %s %s for %s; not asked again for %.0fs", self.name, why, scope, DENIED_FOR
-        )
-        return UpstreamDenied(f"upstream {self.name} {why}")
 
     def _refused(self, response: aiohttp.ClientResponse, scope: str, fresh: bool) -> None:
         """A final 401 or 403. A token the token server has just issued and the registry calls
@@ -300,8 +245,10 @@ class UpstreamRegistry:
         self._tokens.forget(scope)
         challenge = response.headers.get("WWW-Authenticate", "")
         if response.status == 401 and fresh and challenge_error(challenge) == "invalid_token":
-            raise self._auth_failure("the upstream rejected a token just issued (invalid_token)")
-        raise self._deny(scope, f"denied access ({response.status})")
+            raise self._failures.auth_failed(
+                "the upstream rejected a token just issued (invalid_token)"
+            )
+        raise self._failures.deny(scope, f"denied access ({response.status})")
 
     def _credentials(self) -> str | None:
         """The configured credentials as a `Basic …` header value."""
@@ -348,8 +295,3 @@ class UpstreamRegistry:
         if len(body) > limit:
             raise UpstreamUnavailable(self.name, "invalid", "response too large")
         return body
-
-
-def _describe(exc: BaseException) -> str:
-    """The class of an error, and the status for a token server's own answer."""
-    return str(exc) if isinstance(exc, TokenServerFailed) else type(exc).__name__

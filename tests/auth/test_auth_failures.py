@@ -27,7 +27,7 @@ from support.registry import Registry
 
 from mirror.config import parse_config
 from mirror.errors import UpstreamDenied
-from mirror.upstream.client import AUTH_COOLDOWN, DENIED_FOR
+from mirror.upstream.auth_failures import AUTH_COOLDOWN, DENIED_FOR
 from mirror.web.app import create_app
 
 from .tokens import ISSUER, SERVICE, TOKEN_LIFETIME, Policy, Signer, TokenServer, b64url

@@ -1,0 +1,69 @@
+"""Reading one TOML table of the config: typed keys, unknown keys named (with "did you mean")."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mirror.errors import ConfigError
+
+
+class Section:
+    """One TOML table being read: takes known keys, then rejects whatever is left."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(data).__name__}")
+        self._data = dict(data)
+        self.path = path
+        self._known: list[str] = []  # every key asked for, for "did you mean"
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def take(self, name: str) -> Any:
+        self._known.append(name)
+        return self._data.pop(name, None)
+
+    def take_str(self, name: str) -> str | None:
+        value = self.take(name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.key(name)}: expected a string, got {value!r}")
+        return value
+
+    def take_bool(self, name: str, default: bool) -> bool:
+        value = self.take(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected true or false, got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        if self._data:
+            unknown = sorted(self._data)[0]
+            close = difflib.get_close_matches(unknown, self._known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{self.key(unknown)}: unknown key{hint}")
+
+
+def positive(seconds: float, section: Section, name: str) -> float:
+    if seconds <= 0:
+        raise ConfigError(f"{section.key(name)}: must be more than 0")
+    return seconds
+
+
+def secret(section: Section, name: str) -> str | None:
+    """A secret given inline (`name`) or, better, in a file (`name_file`, a mounted secret)."""
+    value = section.take_str(name)
+    path = section.take_str(f"{name}_file")
+    if path is None:
+        return value
+    if value is not None:
+        raise ConfigError(f"{section.key(name + '_file')}: set {name} or {name}_file, not both")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{section.key(name + '_file')}: cannot read: {exc.strerror}") from None
