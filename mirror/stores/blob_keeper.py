@@ -18,6 +18,8 @@ from mirror.stores.records import BlobRow
 
 log = logging.getLogger(__name__)
 
+EVICT_BATCH = 500  # blobs whose rows and files go in one event-loop step
+
 
 class BlobKeeper:
     """Used by fills (admit), and by eviction, purges and verify (remove).
@@ -95,7 +97,11 @@ class BlobKeeper:
                 if not self._leases.busy(row.digest):
                     chosen.append(row.digest)
                     remaining -= row.size
-            removed = await self.remove(chosen)
+            removed: list[BlobRow] = []
+            # In batches: each batch's files are unlinked in the step that deleted its rows
+            # (so no request finds a file about to go), and the loop runs between batches.
+            for start in range(0, len(chosen), EVICT_BATCH):
+                removed += await self.remove(chosen[start : start + EVICT_BATCH])
         freed = sum(row.size for row in removed)
         self._metrics.evicted_blobs.inc(len(removed))
         self._metrics.evicted_bytes.inc(freed)
