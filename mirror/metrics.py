@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from prometheus_client import (
@@ -27,6 +28,38 @@ FILL_FAILURE_REASONS: tuple[FillFailure, ...] = (
     "disk",
     "cancelled",
     "other",
+)
+# The bounded values of every other label, each series created at zero when the app (or, for
+# the per-upstream ones, each upstream) is built: a fresh mirror has a sample in every family,
+# so dashboards and alerts see 0 rather than nothing. A value the code can produce but that is
+# missing here still works, it only appears at its first event (tests/unit/test_metrics.py
+# checks these lists against the code).
+HTTP_ROUTES = ("base", "manifest", "blob", "tags", "admin", "metrics", "healthz", "readyz", "other")
+# Lookups the services make: only a tag has a stale answer (a digest is local or fetched).
+CACHE_LOOKUPS: tuple[tuple[LookupKind, CacheResult], ...] = (
+    ("manifest", "hit"),
+    ("manifest", "miss"),
+    ("blob", "hit"),
+    ("blob", "miss"),
+    ("tag", "hit"),
+    ("tag", "miss"),
+    ("tag", "stale"),
+)
+SERVED_SOURCES = ("cache", "fill")  # a stored blob, or a fill still downloading
+UPSTREAM_KINDS = ("manifest", "blob", "tag", "token")  # token requests are counted, not timed
+TIMED_UPSTREAM_KINDS = ("manifest", "blob", "tag")
+UPSTREAM_ERROR_REASONS = (
+    "connect",
+    "timeout",
+    "read",
+    "status",
+    "ratelimited",
+    "redirects",
+    "invalid",
+    "auth",
+    "denied",
+    "offline",
+    "cooldown",
 )
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -68,7 +101,7 @@ class Metrics:
         )
         self.upstream_requests = Counter(
             "mirror_upstream_requests_total",
-            "Requests sent upstream, by kind (manifest, blob, tags, token) and status.",
+            "Requests sent upstream, by kind (manifest, blob, tag, token) and status.",
             ["upstream", "kind", "status"],
             registry=r,
         )
@@ -157,6 +190,31 @@ class Metrics:
         self.evicted_bytes = Counter(
             "mirror_evicted_bytes_total", "Bytes evicted to stay under max_size.", registry=r
         )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """The series that do not depend on the upstreams, at 0 before their first event."""
+        for route in HTTP_ROUTES:
+            self.http_duration.labels(route)
+            if route != "other":  # what no route answers (a 404): nothing to show at 200
+                self.http_requests.labels(route, "GET", "200")
+        for kind, result in CACHE_LOOKUPS:
+            self.cache_requests.labels(kind=kind, result=result)
+        for source in SERVED_SOURCES:
+            self.served_bytes.labels(source)
+
+    def add_upstream(self, name: str) -> None:
+        """One upstream's series, before its first request: counters and latencies at 0, the
+        rate limit NaN (unknown until the upstream's answer says; 0 would read "none left")."""
+        for kind in UPSTREAM_KINDS:
+            self.upstream_requests.labels(name, kind, "200")
+        for kind in TIMED_UPSTREAM_KINDS:
+            self.upstream_duration.labels(name, kind)
+        self.upstream_bytes.labels(name)
+        for reason in UPSTREAM_ERROR_REASONS:
+            self.upstream_errors.labels(name, reason)
+        self.ratelimit_limit.labels(name).set(math.nan)
+        self.ratelimit_remaining.labels(name).set(math.nan)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

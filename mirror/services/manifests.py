@@ -94,7 +94,7 @@ class ManifestService:
     async def _by_tag(self, upstream: UpstreamRegistry, repo: str, tag: Tag) -> ManifestResult:
         row = await self._metadata.get_tag(upstream.name, repo, tag.name)
         last_known = None if row is None else await self._metadata.get_manifest(row.digest)
-        fresh = row is not None and (self._clock() < row.expires_at or upstream.config.offline)
+        fresh = row is not None and (self._fresh(row, upstream) or upstream.config.offline)
         if last_known is not None and fresh:
             self._metrics.cache("tag", "hit")
             return ManifestResult(last_known, "hit")
@@ -127,6 +127,11 @@ class ManifestService:
             return ManifestResult(last_known, "stale")
         self._metrics.cache("tag", "miss")
         return ManifestResult(manifest, "miss")
+
+    def _fresh(self, row: TagRow, upstream: UpstreamRegistry) -> bool:
+        """Fresh for the TTL in force now, counted from when the tag was resolved: a row does
+        not carry an expiry, so a shorter `tag_ttl` applies to tags resolved before it."""
+        return self._clock() < row.resolved_at + self._tag_ttl(upstream)
 
     async def _resolve_within(
         self,
@@ -181,9 +186,8 @@ class ManifestService:
     async def _remember_tag(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, manifest: StoredManifest
     ) -> None:
-        now = self._clock()
-        row = TagRow(manifest.digest, manifest.media_type, now + self._tag_ttl(upstream))
-        await self._metadata.put_tag(upstream.name, repo, tag.name, row, now)
+        row = TagRow(manifest.digest, manifest.media_type, self._clock())
+        await self._metadata.put_tag(upstream.name, repo, tag.name, row, self._tag_ttl(upstream))
 
     async def _fetch_for_accept(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, accept: Sequence[str]

@@ -1,4 +1,4 @@
-"""The local side's index in SQLite: tags with expiry, manifests by digest, blobs, repo links.
+"""The local side's index in SQLite: tags as resolved, manifests by digest, blobs, repo links.
 
 The only code that speaks SQL. Reads run as one `execute_fetchall` call, so no cursor stays
 open across an await; writes run one transaction at a time (stores/database.py).
@@ -64,23 +64,28 @@ class Metadata:
             return cached
         generation = self._cache.generation
         rows = await self._db.rows(
-            "SELECT digest, media_type, expires_at FROM tags"
+            "SELECT digest, media_type, fetched_at FROM tags"
             " WHERE upstream = ? AND repo = ? AND tag = ?",
             key,
         )
         if not rows:
             return None
-        digest, media_type, expires_at = rows[0]
-        found = TagRow(Digest.parse(digest), media_type, float(expires_at))
+        digest, media_type, resolved_at = rows[0]
+        found = TagRow(Digest.parse(digest), media_type, float(resolved_at))
         if self._cache.generation == generation:
             self._cache.put_tag(key, found)
         return found
 
-    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow, now: float) -> None:
+    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow, ttl: float) -> None:
+        """Record a resolution. `fetched_at` is what this version reads; `expires_at` (the
+        resolution plus the TTL of the time) is written only for an older version that might
+        open the folder after a downgrade, and is never read here."""
+
         async def statements(db: aiosqlite.Connection) -> None:
+            values = (str(row.digest), row.media_type, row.resolved_at, row.resolved_at + ttl)
             await db.execute(
                 "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (upstream, repo, tag, str(row.digest), row.media_type, now, row.expires_at),
+                (upstream, repo, tag, *values),
             )
             self._cache.put_tag((upstream, repo, tag), row)
 

@@ -9,11 +9,12 @@ from mirror.reference import Digest
 
 @dataclass(frozen=True, slots=True)
 class TagRow:
-    """What a tag resolved to, and until when that answer is fresh."""
+    """What a tag resolved to, and when. How long that answer stays fresh is the tag TTL in
+    force now (the service decides), so a shorter TTL after a restart applies to old rows too."""
 
     digest: Digest
     media_type: str
-    expires_at: float
+    resolved_at: float
 
 
 @dataclass(frozen=True, slots=True)

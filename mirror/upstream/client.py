@@ -59,6 +59,7 @@ class UpstreamRegistry:
         self._cooldown_until = 0.0
         self._failures = AuthFailures(self.name, clock, metrics)
         self.rate_limit = RateLimit()
+        metrics.add_upstream(self.name)  # every per-upstream series exists from the start
         metrics.cooldown.labels(self.name).set_function(lambda: float(self.cooling_down))
 
     async def start(self) -> None:
