@@ -188,3 +188,17 @@ class DataFolderLocked(StartupError):
         )
         self.pid = pid
 
+
+class SchemaTooNew(StartupError):
+    """The index was written by a newer mirror: its schema is ahead of this code's migrations,
+    and opening it could misread or damage it."""
+
+    def __init__(self, database: object, found: int, known: int) -> None:
+        super().__init__(
+            f"cannot open {database}",
+            "storage.path",
+            f"its schema version {found} is newer than this mirror's ({known}); "
+            "run the newer mirror, or move the folder aside",
+        )
+        self.found = found
+        self.known = known
