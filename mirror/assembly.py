@@ -22,6 +22,7 @@ from mirror.services.tag_lists import TagListService
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace
+from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
@@ -38,8 +39,10 @@ Lifetime = Callable[[], AbstractAsyncContextManager[None]]
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """The local side: the index, the blob files, and what is known of them in memory."""
+    """The local side: the folder's lock, the index, the blob files, and what is known of them
+    in memory."""
 
+    lock: FolderLock
     metadata: Metadata
     files: BlobFiles
     ledger: UsageLedger
@@ -71,6 +74,7 @@ class Mirror:
         """Opened in this order, closed in reverse. Nothing contacts an upstream until a
         client asks."""
         return [
+            lambda: _owner(self.stores.lock, create=True),  # before anything touches the folder
             lambda: _database(self.stores),
             lambda: _janitor(self.upkeep.janitor),  # reconciles rows and files, then runs
             lambda: _upstreams(self.router),
@@ -79,6 +83,7 @@ class Mirror:
 
 
 def build_stores(config: Config, metrics: Metrics) -> Stores:
+    lock = FolderLock(config.storage.path)
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
@@ -86,7 +91,7 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     leases = BlobLeases()
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics)
     metrics.storage_full.set_function(lambda: float(disk.full))
-    return Stores(metadata, files, ledger, leases, keeper, disk)
+    return Stores(lock, metadata, files, ledger, leases, keeper, disk)
 
 
 def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
@@ -139,13 +144,15 @@ class DataFolder:
 
 @asynccontextmanager
 async def open_data_folder(config: Config) -> AsyncIterator[DataFolder]:
-    """Open a stopped mirror's data folder (never creates one)."""
+    """Open a stopped mirror's data folder (never creates one). It is locked while open: a
+    running mirror's folder is refused (DataFolderLocked), and none starts on it meanwhile."""
     root = config.storage.path
     if not (root / METADATA_FILE).exists():
         raise OperationError(f"{root} holds no mirror data ({METADATA_FILE} is missing)")
     metrics = Metrics()
     stores = build_stores(config, metrics)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(_owner(stores.lock, create=False))
         await stack.enter_async_context(_database(stores))
         rows = await stores.metadata.blob_rows()
         stores.ledger.reset(sum(row.size for row in rows), len(rows))
@@ -153,9 +160,27 @@ async def open_data_folder(config: Config) -> AsyncIterator[DataFolder]:
 
 
 @asynccontextmanager
+async def _owner(lock: FolderLock, *, create: bool) -> AsyncIterator[None]:
+    """The data folder's lock, held while everything else is open (DataFolderLocked or
+    DataFolderUnusable when it cannot be had)."""
+    lock.acquire(create=create)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@asynccontextmanager
 async def _database(stores: Stores) -> AsyncIterator[None]:
-    stores.files.open()
-    await stores.metadata.open()
+    """The blob folders and the index. A file-system or SQLite failure, or an index from a
+    newer mirror (SchemaTooNew), is a StartupError; the connection is closed either way."""
+    try:
+        with unusable_folder(stores.lock.root):
+            stores.files.open()
+            await stores.metadata.open()
+    except BaseException:
+        await stores.metadata.close()
+        raise
     try:
         yield
     finally:

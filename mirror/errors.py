@@ -148,3 +148,57 @@ class ConfigError(ValueError):
 
 class OperationError(Exception):
     """A one-line reason a command-line operation could not be done."""
+
+
+# -- start-up: the one line a refused start (or an offline command) prints, exit status 2 ------
+
+
+class StartupError(Exception):
+    """Why the mirror cannot start, or an offline command cannot open its data folder: the
+    subject, the setting it concerns and the cause, printed as one line (exit status 2, since
+    restarting will not help). The command line may rename the setting (`--data` for
+    `storage.path` when the option was given)."""
+
+    def __init__(self, subject: str, setting: str, cause: str) -> None:
+        super().__init__(subject, setting, cause)
+        self.subject = subject
+        self.setting = setting
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"{self.subject} ({self.setting}): {self.cause}"
+
+
+class DataFolderUnusable(StartupError):
+    """The data folder cannot be created, is not a folder, or cannot be written."""
+
+    def __init__(self, folder: object, cause: str) -> None:
+        super().__init__(f"cannot use data folder {folder}", "storage.path", cause)
+
+
+class DataFolderLocked(StartupError):
+    """Another process (a `mirror serve`, or an offline command) holds the data folder."""
+
+    def __init__(self, folder: object, pid: int | None, lock_file: object) -> None:
+        holder = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(
+            f"cannot use data folder {folder}",
+            "storage.path",
+            f"in use by another mirror process ({holder}, lock {lock_file})",
+        )
+        self.pid = pid
+
+
+class SchemaTooNew(StartupError):
+    """The index was written by a newer mirror: its schema is ahead of this code's migrations,
+    and opening it could misread or damage it."""
+
+    def __init__(self, database: object, found: int, known: int) -> None:
+        super().__init__(
+            f"cannot open {database}",
+            "storage.path",
+            f"its schema version {found} is newer than this mirror's ({known}); "
+            "run the newer mirror, or move the folder aside",
+        )
+        self.found = found
+        self.known = known

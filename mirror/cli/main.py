@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,15 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from mirror import __version__
-from mirror.cli import log_output
 from mirror.cli.admin_client import admin_call, call_server
 from mirror.cli.offline import run_offline
 from mirror.config import Config, load_config, parse_listen
-from mirror.errors import ConfigError, MirrorError, OperationError
-from mirror.web import access_log
+from mirror.errors import ConfigError, DataFolderLocked, MirrorError, OperationError, StartupError
 
 EXIT_FAILED = 1
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # a config or start-up error: restarting will not help (systemd does not)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,27 +82,12 @@ def effective_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def serve(config: Config, log_level: str) -> None:
-    from aiohttp import web
-
-    from mirror.web.app import create_app
-
-    log_output.configure(log_level, config.server.log_format)
-    app = create_app(config)
-    names = ", ".join(f"{u.name} → {u.url}" for u in config.upstreams)
-    print(
-        f"mirror {__version__} on {config.server.host}:{config.server.port}, "
-        f"data in {config.storage.path}, upstreams: {names}",
-        flush=True,
-    )
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        print=None,
-        access_log_class=access_log.AccessLogger,
-        access_log=logging.getLogger(access_log.ACCESS_LOGGER),
-    )
+def renamed_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The options that overrode a config key, to be named in an error instead of the key."""
+    renames = {"server.listen": "--listen"} if getattr(args, "listen", None) else {}
+    if args.data:
+        renames["storage.path"] = "--data"
+    return renames
 
 
 def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
@@ -139,10 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mirror: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "serve":
-        serve(config, args.log_level)
-        return 0
+        from mirror.cli.serve import serve  # aiohttp.web is imported only to serve
+
+        return serve(config, args.log_level, renamed_settings(args))
     try:
         result = operate(args, config)
+    except StartupError as exc:
+        exc.setting = renamed_settings(args).get(exc.setting, exc.setting)
+        hint = "; stop it, or use --server" if isinstance(exc, DataFolderLocked) else ""
+        print(f"mirror {args.command}: {exc}{hint}", file=sys.stderr)
+        return EXIT_CONFIG
     except (OperationError, MirrorError) as exc:
         print(f"mirror {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

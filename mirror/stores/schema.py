@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from mirror.errors import SchemaTooNew
+
 # Each entry moves the schema one version up; PRAGMA user_version records where a file is.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -41,8 +43,13 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 async def migrate(db: aiosqlite.Connection) -> None:
-    """Bring a database file up to the newest schema, one transaction per step."""
+    """Bring a database file up to the newest schema, one transaction per step. A file ahead
+    of these migrations (written by a newer mirror) is refused, never read or written."""
     rows = await db.execute_fetchall("PRAGMA user_version")
     version = int(next(iter(rows))[0]) if rows else 0
+    if version > len(MIGRATIONS):
+        files = await db.execute_fetchall("PRAGMA database_list")
+        path = next((row[2] for row in files if row[1] == "main"), "the index")
+        raise SchemaTooNew(path, version, len(MIGRATIONS))
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         await db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")

@@ -11,13 +11,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .poll import wait_until
-from .procs import free_port, http_status, keep_log, subprocess_env, terminate
+from .procs import STOP_TIMEOUT, free_port, http_status, keep_log, subprocess_env, terminate
 
 START_TIMEOUT = 20.0
 
@@ -98,6 +99,11 @@ class MirrorProcess:
         return Path(self.config["storage"]["path"])
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not running"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -147,6 +153,10 @@ class MirrorProcess:
             self.stop()
             raise AssertionError(f"{exc}; its output:\n{self.output()}") from exc
 
+    def send_signal(self, signum: int) -> None:
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signum)
+
     def stop(self) -> int | None:
         """SIGTERM (then SIGKILL after a grace period); the exit code."""
         if self._proc is not None:
@@ -162,6 +172,51 @@ class MirrorProcess:
     def stderr_lines(self) -> list[str]:
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
         return [line for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeResult:
+    """What a `mirror serve` that was expected to exit printed, and its exit code (None: it
+    was still running after the timeout, and was stopped)."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def serve_expecting_exit(
+    root: Path, config: Mapping[str, Any], *args: str, timeout: float = START_TIMEOUT
+) -> ServeResult:
+    """Run `mirror serve --config FILE ARGS` (config written as given, `server.listen`
+    included) and wait for it to exit on its own; blocking."""
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "mirror.toml"
+    config_path.write_text(toml_text(config))
+    command = [sys.executable, "-m", "mirror", "serve", "--config", str(config_path), *args]
+    with subprocess.Popen(
+        command,
+        cwd=root,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            code = None
+    return ServeResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 class MirrorProcesses:
