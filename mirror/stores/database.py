@@ -43,10 +43,11 @@ class Database:
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        # Migrate (or refuse a newer schema) first, so a refused file is left exactly as it was.
+        await migrate(self._db)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await migrate(self._db)
 
     async def close(self) -> None:
         if self._connection is not None:
