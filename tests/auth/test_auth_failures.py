@@ -8,10 +8,8 @@ hand-moved clock (cool-downs pass without sleeping); the registry keeps real tim
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +17,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
 from fakes import FakeClock
 from support.images import Image
 from support.registry import Registry
@@ -30,7 +26,7 @@ from mirror.errors import UpstreamDenied
 from mirror.upstream.auth_failures import AUTH_COOLDOWN, DENIED_FOR
 from mirror.web.app import create_app
 
-from .tokens import ISSUER, SERVICE, TOKEN_LIFETIME, Policy, Signer, TokenServer, b64url
+from .tokens import TOKEN_LIFETIME, Policy, Signer, TokenServer
 
 TTL = 120.0
 # Past the mirror's own idea of its token's life (300 s, less 10 %): it must ask for a new one.
@@ -55,25 +51,8 @@ class ExpiredSigner(Signer):
         self.key = trusted.key
         self.cert = trusted.cert
 
-    def token(self, subject: str, access: list[dict[str, object]]) -> str:
-        der = self.cert.public_bytes(serialization.Encoding.DER)
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode("ascii")]}
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "sub": subject,
-            "aud": SERVICE,
-            "exp": now - 60,
-            "nbf": now - 600,
-            "iat": now - 600,
-            "jti": uuid.uuid4().hex,
-            "access": access,
-        }
-        signing_input = ".".join(
-            b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
-        )
-        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{b64url(signature)}"
+    def issued_at(self) -> int:
+        return int(time.time()) - TOKEN_LIFETIME - 60  # so it expired a minute ago
 
 
 @pytest.fixture
