@@ -61,6 +61,16 @@ class ManifestService:
     async def get(
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
     ) -> ManifestResult:
+        result = await self._get(upstream, repo, ref, accept)
+        # Retention and the catalog count pulls; HEAD requests count too (dockerd checks a
+        # tag with HEAD and pulls nothing more when it has the image).
+        tag = None if isinstance(ref, Digest) else ref.name
+        self._metadata.record_pull(upstream.name, repo, tag, result.manifest.digest, self._clock())
+        return result
+
+    async def _get(
+        self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
+    ) -> ManifestResult:
         if isinstance(ref, Digest):
             result = await self._by_digest(upstream, repo, ref)
             media_type = result.manifest.media_type

@@ -20,13 +20,14 @@ from mirror.errors import StorageFull
 from mirror.reference import Digest
 from mirror.stores.database import Database, Statements
 from mirror.stores.disk_space import DiskSpace
+from mirror.stores.pull_times import PullTimes
 from mirror.stores.read_cache import ReadCache
 from mirror.stores.records import BlobRow, Forgotten, StoredManifest, TagRow
 
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
-TABLES = ("tags", "manifests", "blobs", "links")
+TABLES = ("tags", "manifests", "blobs", "links", "refs")
 
 
 class Metadata:
@@ -37,6 +38,7 @@ class Metadata:
         # What hits read, kept in memory; every write updates it inside its transaction, so
         # a purge that clears it cannot be undone by a write finishing late.
         self._cache = ReadCache()
+        self._pulls = PullTimes()
 
     async def open(self) -> None:
         await self._db.open()
@@ -83,9 +85,15 @@ class Metadata:
 
         async def statements(db: aiosqlite.Connection) -> None:
             values = (str(row.digest), row.media_type, row.resolved_at, row.resolved_at + ttl)
+            # A new tag counts as pulled when resolved (retention must not take it before its
+            # first batch of pull times is flushed); a re-resolution keeps its pull time.
             await db.execute(
-                "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (upstream, repo, tag, *values),
+                "INSERT INTO tags (upstream, repo, tag, digest, media_type, fetched_at,"
+                " expires_at, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET digest = excluded.digest,"
+                " media_type = excluded.media_type, fetched_at = excluded.fetched_at,"
+                " expires_at = excluded.expires_at",
+                (upstream, repo, tag, *values, row.resolved_at),
             )
             self._cache.put_tag((upstream, repo, tag), row)
 
@@ -122,7 +130,8 @@ class Metadata:
         repo: str,
         references: Iterable[Digest],
     ) -> None:
-        """Store a verified manifest and link it, and all it references, to the repository."""
+        """Store a verified manifest, what it references, and link both to the repository."""
+        children = sorted({str(digest) for digest in references})
         links = [(upstream, repo, digest) for digest in {manifest.digest, *references}]
 
         async def statements(db: aiosqlite.Connection) -> None:
@@ -131,7 +140,11 @@ class Metadata:
                 (str(manifest.digest), manifest.media_type, manifest.body, now),
             )
             await db.executemany(
-                "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO refs VALUES (?, ?)",
+                [(str(manifest.digest), child) for child in children],
+            )
+            await db.executemany(
+                "INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)",
                 [(up, name, str(digest)) for up, name, digest in links],
             )
             self._cache.put_manifest(manifest)
@@ -164,11 +177,41 @@ class Metadata:
 
         async def statements(db: aiosqlite.Connection) -> None:
             await db.execute(
-                "INSERT OR IGNORE INTO links VALUES (?, ?, ?)", (upstream, repo, str(digest))
+                "INSERT OR IGNORE INTO links (upstream, repo, digest) VALUES (?, ?, ?)",
+                (upstream, repo, str(digest)),
             )
             self._cache.add_link(key)
 
         await self._remember(f"link {repo}@{digest}", statements)
+
+    # -- pulls ------------------------------------------------------------------------------
+
+    def record_pull(
+        self, upstream: str, repo: str, tag: str | None, digest: Digest, when: float
+    ) -> None:
+        """A client pulled a manifest (by tag, or by digest when `tag` is None): in memory."""
+        self._pulls.pulled(upstream, repo, tag, digest, when)
+
+    async def flush_pulls(self) -> None:
+        """Write the batched pull times of tags and of manifests in their repositories."""
+        tags, manifests = self._pulls.take()
+        if not tags and not manifests:
+            return
+
+        async def statements(db: aiosqlite.Connection) -> None:
+            # UPDATE only: a pull must not bring back a row a purge removed meanwhile.
+            await db.executemany(
+                "UPDATE tags SET pulled_at = max(coalesce(pulled_at, 0), ?)"
+                " WHERE upstream = ? AND repo = ? AND tag = ?",
+                [(when, *key) for key, when in tags.items()],
+            )
+            await db.executemany(
+                "UPDATE links SET pulled_at = max(coalesce(pulled_at, 0), ?)"
+                " WHERE upstream = ? AND repo = ? AND digest = ?",
+                [(when, up, repo, str(digest)) for (up, repo, digest), when in manifests.items()],
+            )
+
+        await self._remember("pull times", statements)
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -267,6 +310,7 @@ class Metadata:
             if not dry_run:
                 await db.execute("DELETE FROM tags WHERE digest = ?", key)
                 await db.execute("DELETE FROM manifests WHERE digest = ?", key)
+                await db.execute("DELETE FROM refs WHERE parent = ?", key)
                 self._cache.clear()
             return Forgotten(tags=tags, manifests=manifests)
 
@@ -279,7 +323,7 @@ class Metadata:
             tags = await self._db.scalar("SELECT count(*) FROM tags")
             manifests = await self._db.scalar("SELECT count(*) FROM manifests")
             if not dry_run:
-                for table in ("tags", "manifests", "links"):
+                for table in ("tags", "manifests", "links", "refs"):
                     await db.execute(f"DELETE FROM {table}")
                 self._cache.clear()
             return Forgotten(tags=tags, manifests=manifests)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiosqlite
 
 from mirror.errors import SchemaTooNew
+from mirror.manifest_refs import referenced_digests
 
 # Each entry moves the schema one version up; PRAGMA user_version records where a file is.
 MIGRATIONS: tuple[str, ...] = (
@@ -39,7 +42,44 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (upstream, repo, digest)
     ) WITHOUT ROWID;
     """,
+    """
+    -- What each stored manifest points at (config, layers, child manifests, subject): the
+    -- graph a purge or retention walks to free what only the removed images held.
+    CREATE TABLE refs (
+        parent TEXT NOT NULL,
+        child TEXT NOT NULL,
+        PRIMARY KEY (parent, child)
+    ) WITHOUT ROWID;
+    CREATE INDEX refs_by_child ON refs (child);
+    -- When a client last pulled a tag, and a manifest by digest in a repository (NULL: the
+    -- link was only recorded as a reference). Written in batches, like blobs' last_access.
+    ALTER TABLE tags ADD COLUMN pulled_at REAL;
+    ALTER TABLE links ADD COLUMN pulled_at REAL;
+    UPDATE tags SET pulled_at = fetched_at;
+    UPDATE links SET pulled_at = (SELECT created_at FROM manifests WHERE digest = links.digest);
+    """,
 )
+
+
+async def _backfill_refs(db: aiosqlite.Connection) -> None:
+    """Schema 2: the references of manifests stored before refs existed."""
+    last = 0
+    while True:  # in pages, so a large index is not read into memory at once
+        page = await db.execute_fetchall(
+            "SELECT rowid, digest, body FROM manifests WHERE rowid > ? ORDER BY rowid LIMIT 500",
+            (last,),
+        )
+        if not page:
+            return
+        pairs = [
+            (digest, str(child)) for _, digest, body in page for child in referenced_digests(body)
+        ]
+        await db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", pairs)
+        last = int(list(page)[-1][0])
+
+
+# Work a migration needs beyond SQL, run in the same transaction, by the version it reaches.
+BACKFILLS: dict[int, Callable[[aiosqlite.Connection], Awaitable[None]]] = {2: _backfill_refs}
 
 
 async def migrate(db: aiosqlite.Connection) -> None:
@@ -52,4 +92,11 @@ async def migrate(db: aiosqlite.Connection) -> None:
         path = next((row[2] for row in files if row[1] == "main"), "the index")
         raise SchemaTooNew(path, version, len(MIGRATIONS))
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        await db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+        # executescript commits what is pending and then runs the script as written: the
+        # BEGIN keeps the script, its backfill and the new version in one transaction.
+        await db.executescript(f"BEGIN; {script}")
+        backfill = BACKFILLS.get(number)
+        if backfill is not None:
+            await backfill(db)
+        await db.execute(f"PRAGMA user_version = {number}")
+        await db.commit()

@@ -92,6 +92,7 @@ class Janitor:
 
     async def flush(self) -> None:
         await self._keeper.flush_access_times()
+        await self._metadata.flush_pulls()
         # Once a purge or an eviction freed room, the reserve for the next full disk returns.
         self._disk.restore_reserve()
 
