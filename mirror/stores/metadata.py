@@ -40,6 +40,11 @@ class Metadata:
         self._cache = ReadCache()
         self._pulls = PullTimes()
 
+    @property
+    def database(self) -> Database:
+        """For read-only views over the index (the catalog); writes go through Metadata."""
+        return self._db
+
     async def open(self) -> None:
         await self._db.open()
 
