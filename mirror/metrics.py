@@ -61,6 +61,19 @@ UPSTREAM_ERROR_REASONS = (
     "offline",
     "cooldown",
 )
+# What removed content, and what it removed: retention by age, eviction by size (blobs only),
+# an operator's purge.
+RemovalReason = Literal["age", "size", "purge"]
+REMOVAL_REASONS: tuple[RemovalReason, ...] = ("age", "size", "purge")
+REMOVALS: tuple[tuple[RemovalReason, str], ...] = (
+    ("age", "tag"),
+    ("age", "manifest"),
+    ("age", "blob"),
+    ("size", "blob"),
+    ("purge", "tag"),
+    ("purge", "manifest"),
+    ("purge", "blob"),
+)
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -190,6 +203,19 @@ class Metrics:
         self.evicted_bytes = Counter(
             "mirror_evicted_bytes_total", "Bytes evicted to stay under max_size.", registry=r
         )
+        self.removed_total = Counter(
+            "mirror_retention_removed_total",
+            "Tags, manifests and blobs removed, by reason: age (storage.max_unused_age), size "
+            "(eviction under storage.max_size), purge (an operator).",
+            ["reason", "kind"],
+            registry=r,
+        )
+        self.removed_bytes = Counter(
+            "mirror_retention_removed_bytes_total",
+            "Bytes of blobs removed, by reason (age, size, purge).",
+            ["reason"],
+            registry=r,
+        )
         self._start_at_zero()
 
     def _start_at_zero(self) -> None:
@@ -202,6 +228,10 @@ class Metrics:
             self.cache_requests.labels(kind=kind, result=result)
         for source in SERVED_SOURCES:
             self.served_bytes.labels(source)
+        for reason, removed in REMOVALS:
+            self.removed_total.labels(reason, removed)
+        for reason in REMOVAL_REASONS:
+            self.removed_bytes.labels(reason)
 
     def add_upstream(self, name: str) -> None:
         """One upstream's series, before its first request: counters and latencies at 0, the
@@ -218,6 +248,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def removed(
+        self,
+        reason: RemovalReason,
+        *,
+        tags: int = 0,
+        manifests: int = 0,
+        blobs: int = 0,
+        size: int = 0,
+    ) -> None:
+        """Count what a purge, retention or eviction removed (kinds it cannot remove: untouched)."""
+        for kind, count in (("tag", tags), ("manifest", manifests), ("blob", blobs)):
+            if count:
+                self.removed_total.labels(reason, kind).inc(count)
+        self.removed_bytes.labels(reason).inc(size)
 
     def cache(self, kind: LookupKind, result: CacheResult) -> None:
         self.cache_requests.labels(kind=kind, result=result).inc()
