@@ -139,22 +139,36 @@ async def test_dry_runs_count_and_delete_nothing(
         "dry_run": True,
     }
     repo = await admin(session, mirror, "DELETE", f"/admin/cache/{REPO}?dry_run=1")
-    assert repo["tags"] == 1 and repo["dry_run"] is True
-    assert set(repo) == {"tags", "manifests", "blobs", "bytes", "dry_run"}
+    image_blobs = sorted([image.config_digest, image.layer_digests[0]])
+    assert repo == {
+        "tags": 1,
+        "manifests": 1,
+        "blobs": 2,
+        "bytes": config_size + layer_size,
+        "dry_run": True,
+        "digests": {"manifests": [image.manifest_digest], "blobs": image_blobs},
+    }
     short = await admin(session, mirror, "DELETE", "/admin/cache/alpine?dry_run=true")
     assert short == repo  # Docker Hub naming: alpine is library/alpine
     one_tag = await admin(session, mirror, "DELETE", f"/admin/cache/{REPO}?tag=3.19&dry_run=1")
-    assert one_tag["tags"] == 1 and one_tag["dry_run"] is True
+    assert one_tag == repo  # the repository's only tag
     other_tag = await admin(session, mirror, "DELETE", f"/admin/cache/{REPO}?tag=9.9&dry_run=1")
     assert other_tag["tags"] == 0
     blob = await admin(
         session, mirror, "DELETE", f"/admin/blobs/{image.layer_digests[0]}?dry_run=1"
     )
-    assert blob == {"tags": 0, "manifests": 0, "blobs": 1, "bytes": layer_size, "dry_run": True}
+    assert blob == {
+        "tags": 0,
+        "manifests": 0,
+        "blobs": 1,
+        "bytes": layer_size,
+        "dry_run": True,
+        "digests": {"manifests": [], "blobs": [image.layer_digests[0]]},
+    }
     manifest = await admin(
         session, mirror, "DELETE", f"/admin/manifests/{image.manifest_digest}?dry_run=1"
     )
-    assert manifest == {"tags": 1, "manifests": 1, "blobs": 0, "bytes": 0, "dry_run": True}
+    assert manifest == repo
 
     assert read_store(data_dir(tmp_path)) == before
     hub.reset_counts()
@@ -179,6 +193,7 @@ async def test_purge_blob_fetches_it_again(
         "blobs": 1,
         "bytes": len(image.layers[0]),
         "dry_run": False,
+        "digests": {"manifests": [], "blobs": [layer]},
     }
     state = assert_consistent(data_dir(tmp_path))
     assert layer not in state.rows and not blob_path(data_dir(tmp_path), layer).exists()
@@ -198,12 +213,13 @@ async def test_purge_manifest_resolves_the_tag_upstream_again(
     mirror = await make_mirror(admin_token=TOKEN)
     await pull(session, mirror, image)
     answer = await admin(session, mirror, "DELETE", f"/admin/manifests/{image.manifest_digest}")
-    assert answer == {"tags": 1, "manifests": 1, "blobs": 0, "bytes": 0, "dry_run": False}
-    assert read_store(data_dir(tmp_path)).manifests == 0
+    assert (answer["tags"], answer["manifests"], answer["blobs"]) == (1, 1, 2)
+    state = assert_consistent(data_dir(tmp_path))
+    assert (state.manifests, state.rows) == (0, {})  # its blobs went with it: nothing held them
     hub.reset_counts()
     await pull(session, mirror, image)
     assert hub.count(server="registry", method="GET", path_contains="/manifests/") == 1
-    assert hub.count(server="cdn") == 0  # blobs were not purged
+    assert hub.count(server="cdn", method="GET") == 2
 
 
 async def test_purge_one_tag_resolves_only_that_tag_upstream(
@@ -221,7 +237,7 @@ async def test_purge_one_tag_resolves_only_that_tag_upstream(
     assert hub.count() == 0  # the other tag is still cached
     await pull(session, mirror, old)
     assert hub.count(server="registry", path_contains="/manifests/3.19") >= 1
-    assert hub.count(server="cdn") == 0
+    assert hub.count(server="cdn", method="GET") == 2  # its config and layer: only it held them
 
 
 async def test_purge_repository_and_upstream_parameter(

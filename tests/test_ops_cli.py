@@ -103,9 +103,11 @@ async def test_stats_purge_and_gc_on_a_stopped_folder(
     purge = await cli("purge", "--repository", "alpine", "--tag", "3.19", "--data", str(data))
     assert purge.returncode == 0, purge
     assert purge.json()["tags"] == 1 and purge.json()["dry_run"] is False
+    # The image's only tag: its manifest and the two blobs left after gc go with it.
+    assert purge.json()["manifests"] == 1 and purge.json()["blobs"] == 2
     everything = await cli("purge", "--all", "--data", str(data))
     assert everything.returncode == 0, everything
-    assert everything.json()["blobs"] == 2 and everything.json()["manifests"] == 1
+    assert everything.json()["blobs"] == 0 and everything.json()["manifests"] == 0
     state = assert_consistent(data)
     assert (state.rows, state.manifests, state.tags) == ({}, 0, 0)
 
@@ -155,16 +157,17 @@ async def test_commands_against_a_running_server(
     assert corrupt.json()["corrupt"] == [bad]
     assert bad not in assert_consistent(data).rows
 
-    one_tag = await cli("purge", "--repository", "alpine", "--tag", "3.19", *server)
-    assert one_tag.returncode == 0, one_tag
-    assert one_tag.json()["tags"] == 1
     blob = await cli("purge", "--blob", image.layer_digests[1], *server)
     assert blob.returncode == 0, blob
     assert blob.json()["blobs"] == 1 and blob.json()["bytes"] == len(image.layers[1])
+    one_tag = await cli("purge", "--repository", "alpine", "--tag", "3.19", *server)
+    assert one_tag.returncode == 0, one_tag
+    assert one_tag.json()["tags"] == 1
+    assert one_tag.json()["digests"]["blobs"] == [image.config_digest]  # all it still held
     hub.reset_counts()
     await pull(session, mirror, image)
     assert hub.count(server="registry", method="GET", path_contains="/manifests/3.19") == 1
-    assert hub.count(server="cdn", method="GET") == 2  # the corrupt one and the purged one
+    assert hub.count(server="cdn", method="GET") == 3  # the corrupt, the purged, the config
 
     wrong = await cli("stats", "--server", str(mirror.make_url("/")), "--token", "x" * 20)
     assert wrong.returncode == 1

@@ -50,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(purge)
     what = purge.add_mutually_exclusive_group(required=True)
     what.add_argument("--all", action="store_true", help="everything")
-    what.add_argument("--repository", help="a repository's tags and links (with --tag: one tag)")
+    what.add_argument(
+        "--repository",
+        help="a repository's tags and links, and what only they hold (with --tag: one tag)",
+    )
     what.add_argument("--blob", help="a blob by digest")
-    what.add_argument("--manifest", help="a manifest by digest (and the tags pointing at it)")
+    what.add_argument(
+        "--manifest", help="a manifest by digest, the tags pointing at it, and what only it holds"
+    )
     purge.add_argument("--tag", help="with --repository: only this tag")
     purge.add_argument("--upstream", help="upstream name (default: the first)")
-    purge.add_argument("--dry-run", action="store_true", help="count, do not delete")
+    purge.add_argument(
+        "--dry-run", action="store_true", help="report what would be removed, remove nothing"
+    )
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from mirror.stores.records import BlobRow
 
 log = logging.getLogger(__name__)
 
+# The blobs pinned tags reach (Sweeper.pinned over storage.pinned), asked at each eviction.
+PinnedContent = Callable[[], Awaitable[set[Digest]]]
 EVICT_BATCH = 500  # blobs whose rows and files go in one event-loop step
 
 
@@ -37,8 +39,11 @@ class BlobKeeper:
         ledger: UsageLedger,
         leases: BlobLeases,
         metrics: Metrics,
+        *,
+        pinned: PinnedContent | None = None,
     ) -> None:
         self._metadata = metadata
+        self._pinned = pinned  # what storage.pinned reaches: eviction passes it by
         self._files = files
         self._ledger = ledger
         self._leases = leases
@@ -71,10 +76,15 @@ class BlobKeeper:
     async def remove(self, digests: Iterable[Digest]) -> list[BlobRow]:
         """Rows first (only those that still existed count), then each file when it is free."""
         removed = await self._metadata.delete_blobs(digests)
-        for row in removed:
+        self.forget(removed)
+        return removed
+
+    def forget(self, rows: Iterable[BlobRow]) -> None:
+        """Rows a metadata transaction deleted (a sweep): totals now, each file when it is free.
+        Called in the step the transaction returned in, so no request finds a file about to go."""
+        for row in rows:
             self._ledger.removed(row.size)
             self._leases.when_released(row.digest, partial(self._files.delete, row.digest))
-        return removed
 
     async def flush_access_times(self) -> None:
         """Write the batched last-access times: one transaction, not one per hit."""
@@ -83,18 +93,19 @@ class BlobKeeper:
             await self._metadata.touch_blobs(accessed.items())
 
     async def evict(self, target: int) -> list[BlobRow]:
-        """Remove least recently used blobs, skipping those in use, until the totals are at or
-        under `target` bytes (or nothing more can go)."""
+        """Remove least recently used blobs, skipping those in use and those pinned, until the
+        totals are at or under `target` bytes (or nothing more can go)."""
         async with self._evicting:
             if self._ledger.bytes <= target:
                 return []
             await self.flush_access_times()  # the LRU order must be current
             remaining = self._ledger.bytes
+            pinned = await self._pinned() if self._pinned is not None else set()
             chosen: list[Digest] = []
             for row in await self._metadata.blobs_by_last_access():
                 if remaining <= target:
                     break
-                if not self._leases.busy(row.digest):
+                if not self._leases.busy(row.digest) and row.digest not in pinned:
                     chosen.append(row.digest)
                     remaining -= row.size
             removed: list[BlobRow] = []
@@ -105,6 +116,7 @@ class BlobKeeper:
         freed = sum(row.size for row in removed)
         self._metrics.evicted_blobs.inc(len(removed))
         self._metrics.evicted_bytes.inc(freed)
+        self._metrics.removed("size", blobs=len(removed), size=freed)
         if removed:
             log.info("evicted %d blobs (%d bytes) to stay under max_size", len(removed), freed)
         return removed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
 TABLES = ("tags", "manifests", "blobs", "links", "refs")
+T = TypeVar("T")
 
 
 class Metadata:
@@ -282,44 +284,19 @@ class Metadata:
 
         return await self._db.write(statements, frees_space=True)
 
-    # -- purges and statistics --------------------------------------------------------------
+    # -- purges (by image: stores/sweep.py) and statistics ---------------------------------------
 
-    async def forget_tags(self, upstream: str, repo: str, tag: str | None, dry_run: bool) -> int:
-        """Forget a repository's tags (or one tag) and, for the whole repository, its links."""
-        args: tuple[str, ...]
-        if tag is not None:
-            where, args = "upstream = ? AND repo = ? AND tag = ?", (upstream, repo, tag)
-        else:
-            where, args = "upstream = ? AND repo = ?", (upstream, repo)
+    async def purge(self, statements: Statements[T]) -> T:
+        """Run a purge's statements (stores/sweep.py) as one transaction that may free space.
+        The read cache is cleared inside it, so no hit serves what it removed, and a read that
+        began before does not cache what it found."""
 
-        async def statements(db: aiosqlite.Connection) -> int:
-            tags = await self._db.scalar(f"SELECT count(*) FROM tags WHERE {where}", args)
-            if not dry_run:
-                await db.execute(f"DELETE FROM tags WHERE {where}", args)
-                if tag is None:
-                    await db.execute("DELETE FROM links WHERE upstream = ? AND repo = ?", args)
-                self._cache.clear()
-            return tags
+        async def purging(db: aiosqlite.Connection) -> T:
+            result = await statements(db)
+            self._cache.clear()
+            return result
 
-        return await self._db.write(statements, frees_space=True)
-
-    async def forget_manifest(self, digest: Digest, dry_run: bool) -> Forgotten:
-        """Forget a manifest and the tags that point at it (the next pull resolves them)."""
-        key = (str(digest),)
-
-        async def statements(db: aiosqlite.Connection) -> Forgotten:
-            manifests = await self._db.scalar(
-                "SELECT count(*) FROM manifests WHERE digest = ?", key
-            )
-            tags = await self._db.scalar("SELECT count(*) FROM tags WHERE digest = ?", key)
-            if not dry_run:
-                await db.execute("DELETE FROM tags WHERE digest = ?", key)
-                await db.execute("DELETE FROM manifests WHERE digest = ?", key)
-                await db.execute("DELETE FROM refs WHERE parent = ?", key)
-                self._cache.clear()
-            return Forgotten(tags=tags, manifests=manifests)
-
-        return await self._db.write(statements, frees_space=True)
+        return await self._db.write(purging, frees_space=True)
 
     async def forget_all(self, dry_run: bool) -> Forgotten:
         """Forget every tag, manifest and link (blob rows go through the blob keeper)."""

@@ -1,14 +1,16 @@
-"""Purges: forget tags, manifests and blobs on an operator's word (admin API and CLI)."""
+"""Purges: remove tags, manifests and blobs on an operator's word (admin API and CLI)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import BlobRow
+from mirror.stores.sweep import Sweeper, Swept
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,37 +20,72 @@ class PurgeReport:
     blobs: int = 0
     bytes: int = 0
     dry_run: bool = False
+    # The digests removed (or that a dry run would remove); None for a purge of everything.
+    manifest_digests: tuple[str, ...] | None = None
+    blob_digests: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, swept: Swept, dry_run: bool) -> PurgeReport:
+        return cls(
+            tags=swept.tags,
+            manifests=len(swept.manifests),
+            blobs=len(swept.blobs),
+            bytes=swept.bytes,
+            dry_run=dry_run,
+            manifest_digests=swept.manifests,
+            blob_digests=tuple(str(row.digest) for row in swept.blobs),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        report: dict[str, Any] = {
+            "tags": self.tags,
+            "manifests": self.manifests,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "dry_run": self.dry_run,
+        }
+        if self.manifest_digests is not None and self.blob_digests is not None:
+            report["digests"] = {
+                "manifests": list(self.manifest_digests),
+                "blobs": list(self.blob_digests),
+            }
+        return report
 
 
 class PurgeService:
-    """Index rows go through Metadata's forget_* methods, blobs through the keeper: rows
-    first, files once no reader holds them; a running fill completes and stores its blob."""
+    """Purges by image go through the Sweeper (stores/sweep.py: what only the purged content
+    holds), blobs through the keeper: rows first, files once no reader holds them; a running
+    fill completes and stores its blob."""
 
-    def __init__(self, metadata: Metadata, keeper: BlobKeeper) -> None:
+    def __init__(
+        self, metadata: Metadata, keeper: BlobKeeper, sweeper: Sweeper, metrics: Metrics
+    ) -> None:
         self._metadata = metadata
         self._keeper = keeper
+        self._sweeper = sweeper
+        self._metrics = metrics
 
     async def repository(
         self, upstream: str, repo: str, tag: str | None, dry_run: bool
     ) -> PurgeReport:
-        """Forget a repository's tags (or one tag) and, for the whole repository, its links."""
-        tags = await self._metadata.forget_tags(upstream, repo, tag, dry_run)
-        return PurgeReport(tags=tags, dry_run=dry_run)
+        """A repository's tags and links (or one tag), and the manifests and blobs that
+        nothing else holds."""
+        swept = await self._sweeper.repository(upstream, repo, tag, dry_run)
+        return self._done(swept, dry_run)
 
     async def manifest(self, digest: Digest, dry_run: bool) -> PurgeReport:
-        """Remove a manifest and the tags that point at it (the next pull resolves them)."""
-        forgotten = await self._metadata.forget_manifest(digest, dry_run)
-        return PurgeReport(tags=forgotten.tags, manifests=forgotten.manifests, dry_run=dry_run)
+        """A manifest, the tags that point at it (the next pull resolves them), and what only
+        it held."""
+        return self._done(await self._sweeper.manifest(digest, dry_run), dry_run)
 
     async def blob(self, digest: Digest, dry_run: bool) -> PurgeReport:
         """Remove a stored blob; it is fetched again on the next request."""
         if dry_run:
             row = await self._metadata.blob_row(digest)
             return _blobs_report([row] if row else [], dry_run=True)
-        return _blobs_report(await self._keeper.remove([digest]))
+        report = _blobs_report(await self._keeper.remove([digest]))
+        self._metrics.removed("purge", blobs=report.blobs, size=report.bytes)
+        return report
 
     async def everything(self, dry_run: bool) -> PurgeReport:
         """Forget all tags, manifests and links, and remove every blob stored now (a download
@@ -58,8 +95,35 @@ class PurgeService:
         if not dry_run:
             rows = await self._keeper.remove(row.digest for row in rows)
         blobs = _blobs_report(rows, dry_run)
-        return PurgeReport(forgotten.tags, forgotten.manifests, blobs.blobs, blobs.bytes, dry_run)
+        report = PurgeReport(forgotten.tags, forgotten.manifests, blobs.blobs, blobs.bytes, dry_run)
+        if not dry_run:
+            self._count(report)
+        return report
+
+    def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
+        if not dry_run:
+            self._keeper.forget(swept.blobs)  # in the step the rows went: see forget
+        report = PurgeReport.of(swept, dry_run)
+        if not dry_run:
+            self._count(report)
+        return report
+
+    def _count(self, report: PurgeReport) -> None:
+        self._metrics.removed(
+            "purge",
+            tags=report.tags,
+            manifests=report.manifests,
+            blobs=report.blobs,
+            size=report.bytes,
+        )
 
 
 def _blobs_report(rows: list[BlobRow], dry_run: bool = False) -> PurgeReport:
-    return PurgeReport(blobs=len(rows), bytes=sum(row.size for row in rows), dry_run=dry_run)
+    digests = tuple(str(row.digest) for row in rows)
+    return PurgeReport(
+        blobs=len(rows),
+        bytes=sum(row.size for row in rows),
+        dry_run=dry_run,
+        manifest_digests=(),
+        blob_digests=digests,
+    )

@@ -1,0 +1,256 @@
+"""Sweeps: remove what purged or aged-out tags and links held, and nothing something else holds.
+
+A sweep starts from a *selection*: the tags and links that go, and the digests they held. The
+candidates are those digests closed over `refs` (an index's child manifests, each manifest's
+config and layers). A candidate survives when
+
+- a tag that stays points at it,
+- a link that stays protects it (a purge: any link of a repository outside its scope; retention:
+  a manifest pulled by digest within max_unused_age, or any link in a pinned repository),
+- a manifest outside the candidates references it (a shared base layer, a child of another index),
+- a surviving candidate references it (to a fixed point), or
+- (retention) it is a blob read within max_unused_age.
+
+Explicit targets (the manifest of a manifest purge) go whatever holds them. Everything else among
+the candidates goes: tags, manifest rows and their refs, blob rows, and every link to a removed
+digest, all in one transaction (Metadata.purge). A dry run computes the same and deletes nothing.
+Blob files follow the deleted rows through BlobKeeper.forget, once readers let go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from mirror.reference import Digest
+from mirror.stores.metadata import DELETE_BATCH, Metadata
+from mirror.stores.pins import Pins
+from mirror.stores.records import BlobRow
+
+Query = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[Any]]]
+TagKey = tuple[str, str, str]  # (upstream, repo, tag)
+LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
+# Whether a link that stays keeps its digest: (upstream, repo, pulled_at) → bool.
+LinkRule = Callable[[str, str, float | None], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What a sweep removed (or, in a dry run, would remove)."""
+
+    tags: int = 0
+    manifests: tuple[str, ...] = ()
+    blobs: tuple[BlobRow, ...] = ()
+
+    @property
+    def bytes(self) -> int:
+        return sum(row.size for row in self.blobs)
+
+
+@dataclass(slots=True)
+class Selection:
+    """Where a sweep starts: what goes outright, and which links keep content."""
+
+    tags: list[tuple[str, str, str, str]] = field(default_factory=list)  # (…, tag, digest)
+    links: list[LinkKey] = field(default_factory=list)
+    seeds: set[str] = field(default_factory=set)  # held by those tags and links, or orphans
+    explicit: set[str] = field(default_factory=set)
+    link_keeps: LinkRule = lambda upstream, repo, pulled_at: False
+    read_since: float | None = None  # blobs read at or after this stay
+
+    def starts(self) -> set[str]:
+        return self.seeds | self.explicit | {row[3] for row in self.tags}
+
+
+class Sweeper:
+    """The purges by image and retention's sweep; the only SQL that removes by the graph."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = metadata
+
+    async def repository(self, upstream: str, repo: str, tag: str | None, dry_run: bool) -> Swept:
+        """A repository (its tags and every link it has) or one of its tags."""
+
+        async def select(db: aiosqlite.Connection) -> Selection:
+            args: tuple[str, ...]
+            where, args = "upstream = ? AND repo = ?", (upstream, repo)
+            if tag is not None:
+                where, args = f"{where} AND tag = ?", (upstream, repo, tag)
+            tags = await db.execute_fetchall(
+                f"SELECT upstream, repo, tag, digest FROM tags WHERE {where}", args
+            )
+            selection = Selection(tags=[(u, r, t, d) for u, r, t, d in tags])
+            if tag is None:
+                links = await db.execute_fetchall(
+                    "SELECT upstream, repo, digest FROM links WHERE upstream = ? AND repo = ?",
+                    (upstream, repo),
+                )
+                selection.links = [(u, r, d) for u, r, d in links]
+                selection.seeds = {row[2] for row in selection.links}
+            selection.link_keeps = lambda up, name, _: (up, name) != (upstream, repo)
+            return selection
+
+        return await self._sweep(select, dry_run)
+
+    async def manifest(self, digest: Digest, dry_run: bool) -> Swept:
+        """A manifest in every repository, the tags that point at it, and what only it held."""
+        key = str(digest)
+
+        async def select(db: aiosqlite.Connection) -> Selection:
+            tags = await db.execute_fetchall(
+                "SELECT upstream, repo, tag, digest FROM tags WHERE digest = ?", (key,)
+            )
+            return Selection(tags=[(u, r, t, d) for u, r, t, d in tags], explicit={key})
+
+        return await self._sweep(select, dry_run)
+
+    async def unused(self, cutoff: float, pins: Pins) -> Swept:
+        """Retention: tags and by-digest pulls last pulled before `cutoff` (pins excepted),
+        and blobs no manifest references, read before it."""
+
+        async def select(db: aiosqlite.Connection) -> Selection:
+            selection = Selection(read_since=cutoff)
+            rows = await db.execute_fetchall(
+                "SELECT upstream, repo, tag, digest FROM tags"
+                " WHERE coalesce(pulled_at, fetched_at) < ?",
+                (cutoff,),
+            )
+            selection.tags = [(u, r, t, d) for u, r, t, d in rows if not pins.tag(u, r, t)]
+            rows = await db.execute_fetchall(
+                "SELECT upstream, repo, digest FROM links WHERE pulled_at < ?", (cutoff,)
+            )
+            selection.links = [(u, r, d) for u, r, d in rows if not pins.repository(u, r)]
+            selection.seeds = {link[2] for link in selection.links}
+            orphans = await db.execute_fetchall(
+                "SELECT digest FROM blobs WHERE last_access < ?"
+                " AND NOT EXISTS (SELECT 1 FROM refs WHERE child = blobs.digest)"
+                " UNION SELECT digest FROM manifests WHERE created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM refs WHERE child = manifests.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM tags WHERE digest = manifests.digest)"
+                " AND NOT EXISTS (SELECT 1 FROM links WHERE digest = manifests.digest)",
+                (cutoff, cutoff),
+            )
+            selection.seeds |= {row[0] for row in orphans}
+            # A by-digest pull within the age keeps its manifest; so does a pinned repository.
+            selection.link_keeps = lambda up, name, pulled: (
+                pulled is not None or pins.repository(up, name)
+            )
+            return selection
+
+        return await self._sweep(select, dry_run=False)
+
+    async def pinned(self, pins: Pins) -> set[Digest]:
+        """Everything pinned tags (and pinned repositories' by-digest pulls) reach: what
+        eviction must pass by."""
+        if not pins:
+            return set()
+        rows = self._metadata.database.rows
+        roots = {d for u, r, t, d in await rows(TAGS) if pins.tag(u, r, t)}
+        pulled = await rows("SELECT upstream, repo, digest FROM links WHERE pulled_at NOT NULL")
+        roots |= {d for u, r, d in pulled if pins.repository(u, r)}
+        reached, _ = await closure(rows, roots)
+        return {Digest.parse(digest) for digest in reached}
+
+    async def _sweep(
+        self, select: Callable[[aiosqlite.Connection], Awaitable[Selection]], dry_run: bool
+    ) -> Swept:
+        async def statements(db: aiosqlite.Connection) -> Swept:
+            selection = await select(db)
+            query: Query = db.execute_fetchall
+            removed = await doomed(query, selection)
+            manifests = await select_in(query, "SELECT digest FROM manifests WHERE digest", removed)
+            blobs = await select_in(query, "SELECT digest, size FROM blobs WHERE digest", removed)
+            if not dry_run:
+                await _delete(db, selection, removed)
+            return Swept(
+                tags=len(selection.tags),
+                manifests=tuple(sorted(row[0] for row in manifests)),
+                blobs=tuple(BlobRow(Digest.parse(d), int(size)) for d, size in sorted(blobs)),
+            )
+
+        return await self._metadata.purge(statements)
+
+
+TAGS = "SELECT upstream, repo, tag, digest FROM tags"
+
+
+async def doomed(query: Query, selection: Selection) -> set[str]:
+    """The candidates (the selection's digests closed over refs) that nothing keeps."""
+    candidates, edges = await closure(query, selection.starts())
+    gone_tags = {row[:3] for row in selection.tags}
+    gone_links = set(selection.links)
+    kept: set[str] = set()
+    for up, repo, tag, digest in await select_in(query, f"{TAGS} WHERE digest", candidates):
+        if (up, repo, tag) not in gone_tags:
+            kept.add(digest)
+    links = "SELECT upstream, repo, digest, pulled_at FROM links WHERE digest"
+    for up, repo, digest, pulled_at in await select_in(query, links, candidates):
+        if (up, repo, digest) not in gone_links and selection.link_keeps(up, repo, pulled_at):
+            kept.add(digest)
+    refs = "SELECT parent, child FROM refs WHERE child"
+    for parent, child in await select_in(query, refs, candidates):
+        if parent not in candidates:
+            kept.add(child)
+    if selection.read_since is not None:
+        recent = "SELECT digest FROM blobs WHERE last_access >= ? AND digest"
+        found = await select_in(query, recent, candidates, (selection.read_since,))
+        kept |= {row[0] for row in found}
+    # What survives keeps what it references; an explicit target goes, and keeps nothing.
+    survivors: set[str] = set()
+    stack = [digest for digest in kept if digest not in selection.explicit]
+    while stack:
+        digest = stack.pop()
+        if digest in survivors or digest in selection.explicit:
+            continue
+        survivors.add(digest)
+        stack.extend(edges.get(digest, ()))
+    return candidates - survivors
+
+
+async def closure(query: Query, roots: set[str]) -> tuple[set[str], dict[str, set[str]]]:
+    """`roots` and everything they reference, with the references (parent → children)."""
+    reached, edges = set(roots), dict[str, set[str]]()
+    frontier: list[str] = list(roots)
+    while frontier:
+        found = await select_in(query, "SELECT parent, child FROM refs WHERE parent", frontier)
+        frontier = []
+        for parent, child in found:
+            edges.setdefault(parent, set()).add(child)
+            if child not in reached:
+                reached.add(child)
+                frontier.append(child)
+    return reached, edges
+
+
+async def select_in(
+    query: Query, sql: str, keys: Iterable[str], args: tuple[Any, ...] = ()
+) -> list[Any]:
+    """`sql` (ending in the column; `args` for its other marks) IN keys, in batches under
+    SQLite's variable limit."""
+    ordered: list[str] = sorted(keys)
+    rows: list[Any] = []
+    for start in range(0, len(ordered), DELETE_BATCH):
+        batch = ordered[start : start + DELETE_BATCH]
+        marks = ", ".join("?" * len(batch))
+        rows.extend(await query(f"{sql} IN ({marks})", (*args, *batch)))
+    return rows
+
+
+async def _delete(db: aiosqlite.Connection, selection: Selection, removed: set[str]) -> None:
+    await db.executemany(
+        "DELETE FROM tags WHERE upstream = ? AND repo = ? AND tag = ?",
+        [row[:3] for row in selection.tags],
+    )
+    await db.executemany(
+        "DELETE FROM links WHERE upstream = ? AND repo = ? AND digest = ?", selection.links
+    )
+    for sql in (
+        "DELETE FROM links WHERE digest",
+        "DELETE FROM refs WHERE parent",
+        "DELETE FROM manifests WHERE digest",
+        "DELETE FROM blobs WHERE digest",
+    ):
+        await select_in(db.execute_fetchall, sql, removed)
