@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from mirror.config import Config
 from mirror.errors import OperationError
@@ -26,8 +27,11 @@ from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
+from mirror.stores.pins import Pins
+from mirror.stores.sweep import Sweeper
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.purge import PurgeService
+from mirror.upkeep.retention import Retention
 from mirror.upstream.client import UpstreamRegistry
 from mirror.upstream.router import UpstreamRouter
 
@@ -89,12 +93,25 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     files = BlobFiles(config.storage.path)
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
-    keeper = BlobKeeper(metadata, files, ledger, leases, metrics)
+    pins = pins_of(config)
+    pinned = partial(Sweeper(metadata).pinned, pins) if pins else None
+    keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned)
     metrics.storage_full.set_function(lambda: float(disk.full))
     return Stores(lock, metadata, files, ledger, leases, keeper, disk)
 
 
-def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
+def pins_of(config: Config) -> Pins:
+    hub = [upstream.name for upstream in config.upstreams if upstream.is_docker_hub]
+    return Pins(config.storage.pinned, hub)
+
+
+def build_upkeep(
+    config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
+) -> Upkeep:
+    sweeper = Sweeper(stores.metadata)
+    retention = Retention(
+        sweeper, stores.keeper, pins_of(config), config.storage.max_unused_age, clock, metrics
+    )
     janitor = Janitor(
         stores.metadata,
         stores.files,
@@ -103,8 +120,10 @@ def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
         stores.leases,
         stores.disk,
         config.storage,
+        retention,
     )
-    return Upkeep(janitor, PurgeService(stores.metadata, stores.keeper))
+    purge = PurgeService(stores.metadata, stores.keeper, sweeper, metrics)
+    return Upkeep(janitor, purge)
 
 
 def assemble(config: Config, clock: Clock | None = None) -> Mirror:
@@ -112,7 +131,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     now = clock or time.time
     metrics = Metrics()
     stores = build_stores(config, metrics)
-    upkeep = build_upkeep(config, stores, metrics)
+    upkeep = build_upkeep(config, stores, metrics, now)
     router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
     manifests = ManifestService(
         stores.metadata, now, lambda up: config.tag_ttl_for(up.config), metrics

@@ -6,6 +6,7 @@ data in ./data). Unknown keys and bad values raise ConfigError naming the key's 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,10 @@ class StorageConfig:
     max_size: int = 0  # bytes; 0 = no bound
     low_water: float = 0.9  # eviction stops below this fraction of max_size
     flush_interval: float = 30.0  # how often batched last-access times reach SQLite
+    # Content no client pulled for this long is removed by the janitor (0: never).
+    max_unused_age: float = 0.0
+    # Repositories or repo:tag patterns (fnmatch) never aged out nor evicted, as written.
+    pinned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,8 @@ def _storage(section: Section) -> StorageConfig:
     max_size = section.take("max_size")
     low_water = section.take("low_water")
     flush = section.take("flush_interval")
+    unused = section.take("max_unused_age")
+    pinned = _pins(section.take("pinned"), section.key("pinned"))
     section.finish()
     if low_water is not None and (
         isinstance(low_water, bool)
@@ -141,7 +148,26 @@ def _storage(section: Section) -> StorageConfig:
         else positive(
             parse_duration(flush, section.key("flush_interval")), section, "flush_interval"
         ),
+        max_unused_age=0.0
+        if unused is None
+        else parse_duration(unused, section.key("max_unused_age")),
+        pinned=pinned,
     )
+
+
+_PIN = re.compile(r"^[a-z0-9._/*?\[\]-]+(:[A-Za-z0-9._*?\[\]-]+)?$")
+
+
+def _pins(value: object, key: str) -> tuple[str, ...]:
+    """`pinned`: repositories or repo:tag patterns, fnmatch-style (`myorg/*`, `alpine:3.*`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f'{key}: expected a list of strings such as ["library/alpine"]')
+    for item in value:
+        if not _PIN.fullmatch(item):
+            raise ConfigError(f'{key}: {item[:200]!r} is not a repository or "repo:tag" pattern')
+    return tuple(value)
 
 
 def _admin(section: Section) -> AdminConfig:

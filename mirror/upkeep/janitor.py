@@ -1,4 +1,5 @@
-"""Background upkeep: reconcile at start, flush last-access times, evict to stay under max_size."""
+"""Background upkeep: reconcile at start, flush last-access and pull times, age out what nobody
+pulled (retention), evict to stay under max_size."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
+from mirror.upkeep.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Janitor:
         leases: BlobLeases,
         disk: DiskSpace,
         config: StorageConfig,
+        retention: Retention | None = None,
     ) -> None:
         self._metadata = metadata
         self._files = files
@@ -56,6 +59,7 @@ class Janitor:
         self._leases = leases
         self._disk = disk
         self._config = config
+        self._retention = retention
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one eviction or verify at a time
 
@@ -78,6 +82,7 @@ class Janitor:
                 await asyncio.wait_for(self._ledger.over_limit.wait(), self._config.flush_interval)
             try:
                 await self.flush()
+                await self.retain()
                 evicted, _ = await self.evict()
                 if not evicted and self._ledger.over_limit.is_set():
                     # Over the bound, but every blob is being read or fetched: wait until one
@@ -95,6 +100,12 @@ class Janitor:
         await self._metadata.flush_pulls()
         # Once a purge or an eviction freed room, the reserve for the next full disk returns.
         self._disk.restore_reserve()
+
+    async def retain(self) -> None:
+        """Age out what was not pulled within max_unused_age (after a flush: the pull times
+        retention reads are the ones written)."""
+        if self._retention is not None:
+            await self._retention.run()
 
     async def reconcile(self) -> ReconcileReport:
         """Make rows and files agree after a crash: no row without a file, no file without a row."""
