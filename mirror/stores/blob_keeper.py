@@ -48,6 +48,7 @@ class BlobKeeper:
         self._ledger = ledger
         self._leases = leases
         self._metrics = metrics
+        self.held_by_pins = False  # the last eviction stopped short because of pins only
         self._evicting = asyncio.Lock()  # one eviction at a time: two would pick the same rows
 
     async def admit(self, temp: Path, digest: Digest, size: int, now: float) -> bool:
@@ -102,12 +103,17 @@ class BlobKeeper:
             remaining = self._ledger.bytes
             pinned = await self._pinned() if self._pinned is not None else set()
             chosen: list[Digest] = []
+            busy = 0
             for row in await self._metadata.blobs_by_last_access():
                 if remaining <= target:
                     break
-                if not self._leases.busy(row.digest) and row.digest not in pinned:
+                if self._leases.busy(row.digest):
+                    busy += 1
+                elif row.digest not in pinned:
                     chosen.append(row.digest)
                     remaining -= row.size
+            # Still over with nothing in use: pinned content alone holds the store there.
+            self.held_by_pins = remaining > target and not busy and bool(pinned)
             removed: list[BlobRow] = []
             # In batches: each batch's files are unlinked in the step that deleted its rows
             # (so no request finds a file about to go), and the loop runs between batches.

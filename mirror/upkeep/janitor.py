@@ -84,7 +84,10 @@ class Janitor:
                 await self.flush()
                 await self.retain()
                 evicted, _ = await self.evict()
-                if not evicted and self._ledger.over_limit.is_set():
+                if not evicted and self._keeper.held_by_pins:
+                    # Only pinned content keeps usage over the bound: no release can help.
+                    await asyncio.sleep(self._config.flush_interval)
+                elif not evicted and self._ledger.over_limit.is_set():
                     # Over the bound, but every blob is being read or fetched: wait until one
                     # is let go (or a little), rather than spin.
                     with contextlib.suppress(TimeoutError):
