@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from mirror.metrics import Metrics
@@ -12,9 +13,11 @@ from mirror.stores.sweep import Sweeper, Swept
 
 log = logging.getLogger(__name__)
 
+MAX_INTERVAL = 600.0  # seconds between two sweeps at most (at least 1% of max_unused_age)
+
 
 class Retention:
-    """One sweep per janitor pass (after the pull times were flushed): tags and by-digest pulls
+    """A sweep at janitor passes (after the pull times were flushed): tags and by-digest pulls
     older than the age go, then whatever only they held, by the purge's reference rules
     (stores/sweep.py), and blobs no manifest references that nobody read for as long."""
 
@@ -33,15 +36,21 @@ class Retention:
         self._max_age = max_unused_age
         self._clock = clock
         self._metrics = metrics
+        self._interval = min(max_unused_age / 100, MAX_INTERVAL)
+        self._last_run = -math.inf
 
     @property
     def enabled(self) -> bool:
         return self._max_age > 0
 
     async def run(self) -> Swept:
-        if not self.enabled:
+        now = self._clock()
+        # Each sweep reads every tag and manifest link: often enough for the age's precision,
+        # not at every flush (a clock set back runs it at once).
+        if not self.enabled or 0 <= now - self._last_run < self._interval:
             return Swept()
-        swept = await self._sweeper.unused(self._clock() - self._max_age, self._pins)
+        self._last_run = now
+        swept = await self._sweeper.unused(now - self._max_age, self._pins)
         # Same step as the transaction: files go once their readers let go (BlobKeeper.forget).
         self._keeper.forget(swept.blobs)
         self._metrics.removed(
