@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mirror import __version__
-from mirror.cli.admin_client import admin_call, call_server
+from mirror.cli.admin_client import admin_call, call_server, is_long
 from mirror.cli.offline import run_offline
+from mirror.cli.progress import progress_printer
 from mirror.config import Config, load_config, parse_listen
 from mirror.errors import ConfigError, DataFolderLocked, MirrorError, OperationError, StartupError
 
@@ -95,7 +96,9 @@ def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     if args.server:
         token = args.token or os.environ.get("MIRROR_ADMIN_TOKEN") or config.admin.token
         method, path, query = admin_call(args)
-        return call_server(args.server, token, method, path, query)
+        long = is_long(args)
+        progress = progress_printer() if long else None
+        return call_server(args.server, token, method, path, query, as_job=long, progress=progress)
     return asyncio.run(run_offline(args, config))
 
 
