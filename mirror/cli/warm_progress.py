@@ -41,7 +41,10 @@ def human_duration(seconds: float) -> str:
 
 def image_line(report: WarmReport, seconds: float) -> str:
     if report.errors:
-        return f"failed {report.image}: {'; '.join(report.errors)}"
+        # Most errors already begin with the image's name: not twice on one line.
+        prefix = f"{report.image}: "
+        reasons = (error.removeprefix(prefix) for error in report.errors)
+        return f"failed {report.image}: {'; '.join(reasons)}"
     return (
         f"warmed {report.image}: {report.manifests} manifests, {report.blobs} blobs, "
         f"{human_bytes(report.bytes)} in {human_duration(seconds)}"
