@@ -68,8 +68,9 @@ def _watch(
                 shown = (done, total)
                 progress(done, total)
     except KeyboardInterrupt:
-        print(f"\nstopped watching; the job goes on: {url}", file=sys.stderr)
-        raise
+        # Ctrl-C ends the watching only: say where the job that goes on can be followed.
+        print(file=sys.stderr)
+        raise OperationError(f"stopped watching; the job goes on: {url}") from None
     if progress is not None and shown[0] < shown[1]:
         progress(shown[1], shown[1])  # ended; ends the bar's line before the result is printed
     if job.get("state") == "succeeded" and isinstance(job.get("result"), dict):
