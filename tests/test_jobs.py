@@ -341,3 +341,37 @@ async def test_cli_uses_an_older_servers_direct_answer_and_reports_a_failed_job(
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr == "mirror gc: gc job j1 failed: disk gone\n"
     assert polls == ["j1"] * 3
+
+
+async def test_ctrl_c_stops_the_watching_and_says_where_the_job_goes_on(
+    cli: Cli, aiohttp_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polls: list[str] = []
+
+    async def verify(request: web.Request) -> web.Response:
+        job = {"id": "j2", "kind": "verify", "state": "running"}
+        return web.json_response(job, status=202, headers={"Location": "/admin/jobs/j2"})
+
+    async def job(request: web.Request) -> web.Response:
+        polls.append(request.match_info["id"])
+        return web.json_response({"id": "j2", "kind": "verify", "state": "running"})
+
+    app = web.Application()
+    app.router.add_post("/admin/verify", verify)
+    app.router.add_get("/admin/jobs/{id}", job)
+    server = await aiohttp_server(app)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the command's wait between polls; the 3rd is cut
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("mirror.cli.admin_client.time.sleep", sleep)
+    result = await cli("verify", "--server", str(server.make_url("/")), "--token", TOKEN)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"\nmirror verify: stopped watching; the job goes on: {server.make_url('/admin/jobs/j2')}\n"
+    )
+    assert polls == ["j2", "j2"]
+    assert waits == [0.05, 0.1, 0.2]  # polled soon at first, then less often
