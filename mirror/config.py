@@ -45,6 +45,9 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 5000
     log_format: str = "text"
+    # PEM files (the certificate may carry its chain); both or neither. Reloaded while serving.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +111,25 @@ def _server(section: Section) -> ServerConfig:
     defaults = ServerConfig()
     listen = section.take("listen")
     log_format = section.take_str("log_format") or defaults.log_format
+    tls_cert = section.take_str("tls_cert")
+    tls_key = section.take_str("tls_key")
     section.finish()
     if log_format not in LOG_FORMATS:
         raise ConfigError(f'{section.key("log_format")}: expected "text" or "json"')
-    if listen is None:
-        return ServerConfig(log_format=log_format)
-    host, port = parse_listen(listen, section.key("listen"))
-    return ServerConfig(host=host, port=port, log_format=log_format)
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError(f"{section.key('tls_key')}: tls_cert and tls_key go together")
+    host, port = (
+        (defaults.host, defaults.port)
+        if listen is None
+        else parse_listen(listen, section.key("listen"))
+    )
+    return ServerConfig(
+        host=host,
+        port=port,
+        log_format=log_format,
+        tls_cert=None if tls_cert is None else Path(tls_cert),
+        tls_key=None if tls_key is None else Path(tls_key),
+    )
 
 
 def _storage(section: Section) -> StorageConfig:
