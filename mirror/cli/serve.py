@@ -109,24 +109,29 @@ async def _serve(config: Config) -> None:
 async def _listen(
     runner: web.AppRunner, config: Config, certificate: ServerCertificate | None
 ) -> None:
-    host, port = config.server.host, config.server.port
     context = None if certificate is None else certificate.context
-    site = web.TCPSite(runner, host, port, ssl_context=context)
-    try:
-        await site.start()
-    except OSError as exc:
-        shown = f"[{host}]" if ":" in host else host
-        raise StartupError(
-            f"cannot listen on {shown}:{port}", "server.listen", _cause(exc)
-        ) from None
+    sites = [(config.server.host, config.server.port, "server.listen")]
+    if config.admin.listen is not None:
+        sites.append((*config.admin.listen, "admin.listen"))
+    for host, port, setting in sites:
+        # One app behind both sites: the gate middleware tells the ports apart.
+        site = web.TCPSite(runner, host, port, ssl_context=context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {_shown(host, port)}", setting, _cause(exc)
+            ) from None
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _banner(config: Config) -> None:
     server, storage = config.server, config.storage
     names = ", ".join(f"{u.name} → {u.url}" for u in config.upstreams)
-    listen = (
-        f"[{server.host}]:{server.port}" if ":" in server.host else f"{server.host}:{server.port}"
-    )
+    listen = _shown(server.host, server.port)
     scheme = "https" if server.tls_cert is not None else "http"
     fields = {
         "version": __version__,
@@ -136,10 +141,14 @@ def _banner(config: Config) -> None:
         "upstreams": {u.name: str(u.url) for u in config.upstreams},
         "pid": os.getpid(),
     }
+    shown = f"https://{listen}" if scheme == "https" else listen
+    if config.admin.listen is not None:
+        fields["admin_listen"] = _shown(*config.admin.listen)
+        shown += f" (admin API, metrics and health checks on {fields['admin_listen']})"
     log.info(
         "mirror %s listening on %s, data in %s, upstreams: %s",
         __version__,
-        f"https://{listen}" if scheme == "https" else listen,
+        shown,
         storage.path,
         names,
         extra={"fields": fields},
