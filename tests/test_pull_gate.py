@@ -182,9 +182,9 @@ def test_skopeo_pulls_with_credentials_and_is_refused_without(
         return dest
 
     assert diff_dirs(direct, pull(tmp_path / "with", "--src-creds=ci:s3cret-pull")) == []
-    with pytest.raises(SkopeoError, match="unauthorized|authentication required"):
+    with pytest.raises(SkopeoError, match=r"unauthorized|authentication required"):
         pull(tmp_path / "without", "--src-no-creds")
-    with pytest.raises(SkopeoError, match="unauthorized|authentication required"):
+    with pytest.raises(SkopeoError, match=r"unauthorized|authentication required"):
         pull(tmp_path / "wrong", "--src-creds=ci:guess")
 
 
