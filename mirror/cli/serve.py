@@ -109,13 +109,14 @@ async def _serve(config: Config) -> None:
 async def _listen(
     runner: web.AppRunner, config: Config, certificate: ServerCertificate | None
 ) -> None:
-    context = None if certificate is None else certificate.context
-    sites = [(config.server.host, config.server.port, "server.listen")]
+    server = config.server
+    sites = [(server.host, server.port, "server.listen", certificate)]
     if config.admin.listen is not None:
-        sites.append((*config.admin.listen, "admin.listen"))
-    for host, port, setting in sites:
+        # Plain HTTP, for probes and Prometheus: bind it to loopback or keep it in-cluster.
+        sites.append((*config.admin.listen, "admin.listen", None))
+    for host, port, setting, tls in sites:
         # One app behind both sites: the gate middleware tells the ports apart.
-        site = web.TCPSite(runner, host, port, ssl_context=context)
+        site = web.TCPSite(runner, host, port, ssl_context=tls and tls.context)
         try:
             await site.start()
         except OSError as exc:
