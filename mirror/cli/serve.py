@@ -116,7 +116,7 @@ async def _listen(
         sites.append((*config.admin.listen, "admin.listen", None))
     for host, port, setting, tls in sites:
         # One app behind both sites: the gate middleware tells the ports apart.
-        site = web.TCPSite(runner, host, port, ssl_context=tls and tls.context)
+        site = web.TCPSite(runner, host, port, ssl_context=None if tls is None else tls.context)
         try:
             await site.start()
         except OSError as exc:
