@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # System packages the tests drive for real (a real upstream registry and a real client).
 # Real upstream registry, real clients (skopeo, dockerd, containerd, podman), real Prometheus,
-# and a real terminal (tmux) for what `mirror warm` draws on one.
-SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux
-SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux
+# a real terminal (tmux) for what `mirror warm` draws on one, and Apache's htpasswd to write the
+# pull users' bcrypt file as operators do.
+SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux apache2-utils
+SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux htpasswd
 
 .PHONY: run test lint pytest system-deps clean
 
