@@ -20,7 +20,10 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     mirror = assemble(config, clock)
     quiet_malformed_requests()
     gate = PullGate(config)  # reads the htpasswd file now: a bad one stops the start
-    app = web.Application(middlewares=[middleware.observe, middleware.oci_errors, gate.middleware])
+    middlewares = [middleware.observe, middleware.oci_errors]
+    if gate.active:  # with nothing to enforce, a cache hit does not pay for the check
+        middlewares.append(gate.middleware)
+    app = web.Application(middlewares=middlewares)
     app[MIRROR] = mirror
     registry_api.add_routes(app)
     admin_api.add_routes(app)

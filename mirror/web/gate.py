@@ -36,6 +36,11 @@ class PullGate:
         htpasswd = config.auth.htpasswd
         self._users = None if htpasswd is None else Htpasswd(htpasswd)
 
+    @property
+    def active(self) -> bool:
+        """Whether any rule is configured (all are off by default)."""
+        return bool(self._allow or self._admin_port is not None or self._users is not None)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
