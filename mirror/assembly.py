@@ -30,6 +30,7 @@ from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.sweep import Sweeper
 from mirror.upkeep.janitor import Janitor
+from mirror.upkeep.jobs import JobRegistry
 from mirror.upkeep.purge import PurgeService
 from mirror.upkeep.retention import Retention
 from mirror.upstream.client import UpstreamRegistry
@@ -59,6 +60,7 @@ class Stores:
 class Upkeep:
     janitor: Janitor
     purge: PurgeService
+    jobs: JobRegistry  # the admin API's long work, watched by polling
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class Mirror:
             lambda: _janitor(self.upkeep.janitor),  # reconciles rows and files, then runs
             lambda: _upstreams(self.router),
             lambda: _services(self),
+            # Last opened, first closed: a running verify or purge ends before what it uses.
+            lambda: _jobs(self.upkeep.jobs),
         ]
 
 
@@ -123,7 +127,7 @@ def build_upkeep(
         retention,
     )
     purge = PurgeService(stores.metadata, stores.keeper, sweeper, metrics)
-    return Upkeep(janitor, purge)
+    return Upkeep(janitor, purge, JobRegistry(clock))
 
 
 def assemble(config: Config, clock: Clock | None = None) -> Mirror:
@@ -222,6 +226,14 @@ async def _upstreams(router: UpstreamRouter) -> AsyncIterator[None]:
             await upstream.start()
             stack.push_async_callback(upstream.close)
         yield
+
+
+@asynccontextmanager
+async def _jobs(jobs: JobRegistry) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await jobs.close()
 
 
 @asynccontextmanager
