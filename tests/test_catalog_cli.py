@@ -26,7 +26,7 @@ def test_sizes_are_human_readable() -> None:
 def test_times_are_relative_when_recent() -> None:
     assert listing.when(None, NOW) == "-"
     assert listing.when("2027-01-15T08:00:00Z", NOW) == "just now"  # NOW + 0
-    assert listing.when("2027-01-15T07:55:00Z", NOW) == "5m ago"
+    assert listing.when("2027-01-15T07:55:00.500Z", NOW) == "4m ago"
     assert listing.when("2027-01-15T05:00:00Z", NOW) == "3h ago"
     assert listing.when("2027-01-13T08:00:00Z", NOW) == "2d ago"
     assert listing.when("2026-12-01T08:00:00Z", NOW) == "2026-12-01 08:00"

@@ -85,10 +85,11 @@ ORDER BY t.tag
 
 
 def rfc3339(when: float | None) -> str | None:
-    """A Unix time as an RFC 3339 UTC string ("2026-01-31T12:00:00Z"), or None."""
+    """A Unix time as an RFC 3339 UTC string ("2026-01-31T12:00:00.250Z"), or None. In
+    milliseconds: a pull right after the resolution is a later time, not the same second."""
     if when is None:
         return None
-    stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+    stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
