@@ -28,26 +28,41 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 # BuildKit lists its attestations in an index with this annotation (platform unknown/unknown).
 _REFERENCE_TYPE = "vnd.docker.reference.type"
 
-# The page's repositories, then one aggregate per repository over the page only. `holders`
-# counts the repositories linked to each digest: one full pass over links (it has no index by
-# digest), instead of a probe per linked blob. Parameters: ?1 upstream (NULL: all), ?2 prefix,
-# ?3/?4 the cursor (upstream, repository; the page starts after it), ?5 the row limit,
-# ?6 an exact repository (NULL: any).
-_SUMMARIES = """
-WITH repos AS (
-    SELECT upstream, repo FROM tags UNION SELECT upstream, repo FROM links
-),
-page AS (
-    SELECT upstream, repo FROM repos
-    WHERE (?1 IS NULL OR upstream = ?1)
-      AND substr(repo, 1, length(?2)) = ?2
-      AND (upstream, repo) > (?3, ?4)
-      AND (?6 IS NULL OR repo = ?6)
+# The page's repositories, then one aggregate per repository over the page only. The page is
+# the first ?5 of the first ?5 from each table: both walk their primary key (upstream, repo, …)
+# from the cursor, so a page costs about its own size, not a scan of the index. `holders`
+# counts the repositories linked to each of the page's digests (links has no index by digest:
+# one pass over it). Parameters: ?1 upstream (NULL: all), ?2 prefix, ?3/?4 the cursor
+# (upstream, repository; the page starts after it), ?5 the row limit, ?6 an exact repository
+# (NULL: any).
+_FILTER = """
+    (?1 IS NULL OR upstream = ?1)
+    AND substr(repo, 1, length(?2)) = ?2
+    AND (upstream, repo) > (?3, ?4)
+    AND (?6 IS NULL OR repo = ?6)
+"""
+_SUMMARIES = f"""
+WITH page AS (
+    SELECT upstream, repo FROM (
+        SELECT * FROM (
+            SELECT DISTINCT upstream, repo FROM tags WHERE {_FILTER}
+            ORDER BY upstream, repo LIMIT ?5
+        )
+        UNION
+        SELECT * FROM (
+            SELECT DISTINCT upstream, repo FROM links WHERE {_FILTER}
+            ORDER BY upstream, repo LIMIT ?5
+        )
+    )
     ORDER BY upstream, repo
     LIMIT ?5
 ),
 holders AS (
-    SELECT digest, count(*) AS n FROM links GROUP BY digest
+    SELECT digest, count(*) AS n FROM links
+    WHERE digest IN (
+        SELECT l.digest FROM page p JOIN links l ON l.upstream = p.upstream AND l.repo = p.repo
+    )
+    GROUP BY digest
 ),
 sizes AS (
     SELECT l.upstream, l.repo,
