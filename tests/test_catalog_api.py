@@ -4,6 +4,7 @@ filters, an unknown repository, and the admin token."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from fakes.client import MakeMirror, oci_error_code, pull
 from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import assert_consistent
 
+from mirror.stores.catalog import platforms_of
 from mirror.web.appkeys import MIRROR
 
 TOKEN = "catalog-token-0123456789abcdef"
@@ -299,3 +301,35 @@ async def test_the_admin_token_guards_the_catalog(
             async with session.get(guarded.make_url(path), headers=headers) as resp:
                 assert resp.status == 401, (path, headers, resp.status)
                 assert await oci_error_code(resp) == "UNAUTHORIZED"
+
+
+async def test_a_repository_pulled_only_by_digest_has_no_tags_and_a_pull_time_once_flushed(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    image = hub.add_image("pinned/tool", "v1", [hub.make_blob(5000, seed=7)])
+    mirror = await make_mirror(admin_token=TOKEN)
+    await fetch(session, mirror, f"/v2/pinned/tool/manifests/{image.manifest_digest}")
+    (entry,) = (await get(session, mirror, "/admin/catalog"))["repositories"]
+    assert entry["tags"] == 0 and entry["last_pulled"] is None  # not flushed yet
+    await flush(mirror)
+    detail = await get(session, mirror, "/admin/catalog/pinned/tool")
+    assert detail["tag_list"] == [] and detail["last_pulled"] == stamp(clock.now)
+
+
+def test_platforms_of_an_index() -> None:
+    entries = [
+        {"platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"platform": {"os": "linux", "architecture": "amd64"}},
+        {"platform": {"os": "linux", "architecture": "amd64"}},  # listed once
+        {  # BuildKit's attestation: not a platform
+            "platform": {"os": "unknown", "architecture": "unknown"},
+            "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+        },
+        {"platform": "linux/s390x"},  # not an object: skipped
+        {"digest": "sha256:" + "0" * 64},  # no platform
+        "junk",
+    ]
+    body = json.dumps({"manifests": entries}).encode()
+    assert platforms_of(body) == ["linux/arm/v7", "linux/amd64"]
+    for junk in (b"", b"[]", b"{", b'{"manifests": 3}', b"[" * 100_000):
+        assert platforms_of(junk) == []
