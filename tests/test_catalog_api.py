@@ -333,3 +333,32 @@ def test_platforms_of_an_index() -> None:
     assert platforms_of(body) == ["linux/arm/v7", "linux/amd64"]
     for junk in (b"", b"[]", b"{", b'{"manifests": 3}', b"[" * 100_000):
         assert platforms_of(junk) == []
+
+
+async def test_hostile_filters_and_cursors_are_answered_never_with_a_5xx(
+    hub: FakeHub, make_mirror: MakeMirror, session: aiohttp.ClientSession
+) -> None:
+    mirror = await make_mirror(admin_token=TOKEN)
+    await pull_tags(hub, session, mirror, REPOS[:2])
+    queries = [
+        {"prefix": "\x00"},
+        {"prefix": "t" * 5000},  # (aiohttp refuses a request line over 8 KiB itself)
+        {"prefix": "team/\u00e9\U0001f600"},
+        {"last": "\x00:\x00"},
+        {"last": "docker.io:" + "z" * 5000},
+        {"last": ":::"},
+        {"upstream": "\x00"},
+        {"upstream": "docker.io", "last": "team/a\x00"},
+        {"n": "1", "last": "docker.io:team/a", "prefix": "team/"},
+    ]
+    for query in queries:
+        async with session.get(
+            mirror.make_url("/admin/catalog"), params=query, headers=AUTH
+        ) as resp:
+            assert resp.status < 500, (query, resp.status)
+            body = await resp.json(content_type=None)
+            assert "repositories" in body or body["errors"][0]["code"] == "NAME_UNKNOWN", query
+    for name in ("team/a%00", "a" * 300, "team//a", "Team/A", "team/a:v1"):
+        async with session.get(mirror.make_url(f"/admin/catalog/{name}"), headers=AUTH) as resp:
+            assert resp.status in (400, 404), (name, resp.status)
+            assert await oci_error_code(resp) in ("NAME_INVALID", "NAME_UNKNOWN"), name
