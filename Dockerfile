@@ -36,11 +36,13 @@ COPY deploy/container/config.toml /etc/mirror/config.toml
 USER 10001:10001
 WORKDIR /var/lib/mirror
 VOLUME /var/lib/mirror
-EXPOSE 5000
+# 5000: pulls. 5001: /admin/, /metrics and health checks ([admin] listen in the image's config).
+EXPOSE 5000 5001
 
-# slim has no curl: urllib raises (exit 1) on a refused connection or a non-2xx answer.
+# slim has no curl: urllib raises (exit 1) on a refused connection or a non-2xx answer. The admin
+# port first (the image's config); a mounted config without [admin] listen is probed on 5000.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request as u\ntry: u.urlopen('http://127.0.0.1:5001/healthz', timeout=2)\nexcept OSError: u.urlopen('http://127.0.0.1:5000/healthz', timeout=2)"]
 
 ENTRYPOINT ["mirror"]
 CMD ["serve", "--config", "/etc/mirror/config.toml"]

@@ -28,6 +28,7 @@ from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.upkeep.janitor import Janitor
+from mirror.upkeep.jobs import JobRegistry
 from mirror.upkeep.purge import PurgeService
 from mirror.upstream.client import UpstreamRegistry
 from mirror.upstream.router import UpstreamRouter
@@ -57,6 +58,7 @@ class Stores:
 class Upkeep:
     janitor: Janitor
     purge: PurgeService
+    jobs: JobRegistry  # the admin API's long work, watched by polling
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class Mirror:
             lambda: _janitor(self.upkeep.janitor),  # reconciles rows and files, then runs
             lambda: _upstreams(self.router),
             lambda: _services(self),
+            # Last opened, first closed: a running verify or purge ends before what it uses.
+            lambda: _jobs(self.upkeep.jobs),
         ]
 
 
@@ -96,7 +100,9 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     return Stores(lock, metadata, files, ledger, leases, keeper, disk, Catalog(metadata.database))
 
 
-def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
+def build_upkeep(
+    config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
+) -> Upkeep:
     janitor = Janitor(
         stores.metadata,
         stores.files,
@@ -106,7 +112,7 @@ def build_upkeep(config: Config, stores: Stores, metrics: Metrics) -> Upkeep:
         stores.disk,
         config.storage,
     )
-    return Upkeep(janitor, PurgeService(stores.metadata, stores.keeper))
+    return Upkeep(janitor, PurgeService(stores.metadata, stores.keeper), JobRegistry(clock))
 
 
 def assemble(config: Config, clock: Clock | None = None) -> Mirror:
@@ -114,7 +120,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     now = clock or time.time
     metrics = Metrics()
     stores = build_stores(config, metrics)
-    upkeep = build_upkeep(config, stores, metrics)
+    upkeep = build_upkeep(config, stores, metrics, now)
     router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
     manifests = ManifestService(
         stores.metadata, now, lambda up: config.tag_ttl_for(up.config), metrics
@@ -205,6 +211,14 @@ async def _upstreams(router: UpstreamRouter) -> AsyncIterator[None]:
             await upstream.start()
             stack.push_async_callback(upstream.close)
         yield
+
+
+@asynccontextmanager
+async def _jobs(jobs: JobRegistry) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await jobs.close()
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 from yarl import URL
 
-from mirror.config_tables import Section, positive, secret
+from mirror.config_tables import Network, Section, networks, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
 
@@ -25,6 +25,7 @@ __all__ = [
     "DOCKER_HUB_NAME",
     "DOCKER_HUB_URL",
     "AdminConfig",
+    "AuthConfig",
     "CacheConfig",
     "Config",
     "ConfigError",
@@ -45,6 +46,13 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 5000
     log_format: str = "text"
+    # PEM files (the certificate may carry its chain); both or neither. Reloaded while serving.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Networks whose clients may pull (empty: everyone), and the proxies whose
+    # X-Forwarded-For is believed when they connect.
+    allow: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,13 @@ class StorageConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     token: str | None = field(default=None, repr=False)  # None: the admin API answers 404
+    # A port of its own for /admin/, /metrics and the health checks (None: the pull port).
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    htpasswd: Path | None = None  # bcrypt users who may pull; None: no credentials asked
 
 
 DEFAULT_STALE_AFTER = 5.0
@@ -98,6 +113,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     upstreams: tuple[UpstreamConfig, ...] = field(default_factory=lambda: (UpstreamConfig(),))
 
     def tag_ttl_for(self, upstream: UpstreamConfig) -> float:
@@ -108,13 +124,29 @@ def _server(section: Section) -> ServerConfig:
     defaults = ServerConfig()
     listen = section.take("listen")
     log_format = section.take_str("log_format") or defaults.log_format
+    tls_cert = section.take_str("tls_cert")
+    tls_key = section.take_str("tls_key")
+    allow = networks(section, "allow")
+    trusted_proxies = networks(section, "trusted_proxies")
     section.finish()
     if log_format not in LOG_FORMATS:
         raise ConfigError(f'{section.key("log_format")}: expected "text" or "json"')
-    if listen is None:
-        return ServerConfig(log_format=log_format)
-    host, port = parse_listen(listen, section.key("listen"))
-    return ServerConfig(host=host, port=port, log_format=log_format)
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError(f"{section.key('tls_key')}: tls_cert and tls_key go together")
+    host, port = (
+        (defaults.host, defaults.port)
+        if listen is None
+        else parse_listen(listen, section.key("listen"))
+    )
+    return ServerConfig(
+        host=host,
+        port=port,
+        log_format=log_format,
+        tls_cert=None if tls_cert is None else Path(tls_cert),
+        tls_key=None if tls_key is None else Path(tls_key),
+        allow=allow,
+        trusted_proxies=trusted_proxies,
+    )
 
 
 def _storage(section: Section) -> StorageConfig:
@@ -144,12 +176,22 @@ def _storage(section: Section) -> StorageConfig:
     )
 
 
-def _admin(section: Section) -> AdminConfig:
+def _admin(section: Section, server: ServerConfig) -> AdminConfig:
     token = secret(section, "token")
+    listen_text = section.take("listen")
     section.finish()
     if token is not None and len(token) < 16:
         raise ConfigError(f"{section.key('token')}: use at least 16 characters")
-    return AdminConfig(token=token)
+    listen = None if listen_text is None else parse_listen(listen_text, section.key("listen"))
+    if listen is not None and listen[1] == server.port:
+        raise ConfigError(f"{section.key('listen')}: use another port than server.listen")
+    return AdminConfig(token=token, listen=listen)
+
+
+def _auth(section: Section) -> AuthConfig:
+    htpasswd = section.take_str("htpasswd")
+    section.finish()
+    return AuthConfig(htpasswd=None if htpasswd is None else Path(htpasswd))
 
 
 def _cache(section: Section) -> CacheConfig:
@@ -217,7 +259,8 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     server = _server(Section(root.take("server") or {}, "server"))
     storage = _storage(Section(root.take("storage") or {}, "storage"))
     cache = _cache(Section(root.take("cache") or {}, "cache"))
-    admin = _admin(Section(root.take("admin") or {}, "admin"))
+    admin = _admin(Section(root.take("admin") or {}, "admin"), server)
+    auth = _auth(Section(root.take("auth") or {}, "auth"))
     raw_upstreams = root.take("upstreams")
     root.finish()
     if raw_upstreams is None:
@@ -234,7 +277,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ConfigError(f"upstreams[{index}].name: {name!r} is used twice")
-    return Config(server=server, storage=storage, cache=cache, admin=admin, upstreams=upstreams)
+    return Config(server, storage, cache, admin, auth, upstreams)
 
 
 def load_config(path: Path | None) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,27 @@ def secret(section: Section, name: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise ConfigError(f"{section.key(name + '_file')}: cannot read: {exc.strerror}") from None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(section: Section, name: str) -> tuple[Network, ...]:
+    """A list of networks ("10.0.0.0/8", "fd00::/8", or one address) as parsed networks."""
+    value = section.take(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f'{section.key(name)}: expected a list such as ["10.0.0.0/8"]')
+    parsed: list[Network] = []
+    for index, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise TypeError(item)
+            parsed.append(ipaddress.ip_network(item, strict=False))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{section.key(name)}[{index}]: expected a network such as 10.0.0.0/8, "
+                f"got {str(item)[:100]!r}"
+            ) from None
+    return tuple(parsed)

@@ -75,6 +75,13 @@ class Unauthorized(MirrorError):
     code = "UNAUTHORIZED"
 
 
+class Denied(MirrorError):
+    """The client may not do this here (its network is not allowed to pull)."""
+
+    status = 403
+    code = "DENIED"
+
+
 class NotFound(MirrorError):
     status = 404
     code = "NOT_FOUND"

@@ -367,11 +367,15 @@ def test_prometheus_config_passes_promtool_check() -> None:
 
 
 def test_prometheus_scrapes_the_compose_mirror() -> None:
+    from mirror.config import parse_config
+
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "mirror"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
     targets = [t for static in job["static_configs"] for t in static["targets"]]
-    assert targets == ["mirror:5000"]
+    assert targets == ["mirror:5001"]
+    container = parse_config(tomllib.loads(CONTAINER_CONFIG.read_text()))
+    assert container.admin.listen == ("0.0.0.0", 5001)
     down = next(rule for rule in alert_rules() if rule["alert"] == "MirrorDown")
     assert 'job="mirror"' in down["expr"]
 
@@ -386,6 +390,7 @@ def test_compose_services_and_mounts() -> None:
     mirror = services["mirror"]
     assert (DEPLOY / mirror["build"]["context"] / mirror["build"]["dockerfile"]).is_file()
     assert "5000:5000" in mirror["ports"]
+    assert "5001" in mirror["expose"] and not any("5001" in port for port in mirror["ports"])
     named = compose.get("volumes", {})
     for name, service in services.items():
         for mount in service.get("volumes", []):
@@ -438,8 +443,23 @@ def test_deployment_probes_ports_volumes_and_security() -> None:
 
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert probe_port(container["livenessProbe"]) == config.server.port
-    assert probe_port(container["readinessProbe"]) == config.server.port
+    # The probes and Prometheus use the admin port, which the NetworkPolicy keeps in-cluster.
+    assert config.admin.listen is not None
+    admin_port = config.admin.listen[1]
+    assert probe_port(container["livenessProbe"]) == admin_port
+    assert probe_port(container["readinessProbe"]) == admin_port
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == admin_port
+    policy = kubernetes_object("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+        spec["template"]["metadata"]["labels"].items()
+    )
+    rules = {
+        ports[port["port"]]: "from" in rule
+        for rule in policy["spec"]["ingress"]
+        for port in rule["ports"]
+    }
+    assert rules == {config.server.port: False, admin_port: True}  # admin: restricted
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -504,9 +524,12 @@ def test_dockerfile_stages_user_volume_port_healthcheck() -> None:
     (user,) = dockerfile_values("USER")
     assert user.split(":")[0] not in {"root", "0"}
     assert dockerfile_values("VOLUME") == [DATA_IN_IMAGE] == [str(config.storage.path)]
-    assert dockerfile_values("EXPOSE") == [str(config.server.port)]
+    assert config.admin.listen is not None
+    admin_port = config.admin.listen[1]
+    assert dockerfile_values("EXPOSE") == [f"{config.server.port} {admin_port}"]
     (healthcheck,) = dockerfile_values("HEALTHCHECK")
-    assert f"127.0.0.1:{config.server.port}/healthz" in healthcheck and "urllib" in healthcheck
+    assert f"127.0.0.1:{admin_port}/healthz" in healthcheck and "urllib" in healthcheck
+    assert f"127.0.0.1:{config.server.port}/healthz" in healthcheck  # a config without it
     copies = [value.split() for value in dockerfile_values("COPY")]
     assert ["deploy/container/config.toml", CONFIG_IN_IMAGE] in copies
 

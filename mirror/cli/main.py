@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mirror import __version__
-from mirror.cli.admin_client import admin_call, call_server
+from mirror.cli.admin_client import admin_call, call_server, is_long
 from mirror.cli.listing import from_server, render
 from mirror.cli.offline import run_offline
+from mirror.cli.progress import progress_printer
 from mirror.config import Config, load_config, parse_listen
 from mirror.errors import ConfigError, DataFolderLocked, MirrorError, OperationError, StartupError
 
@@ -46,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="os/arch[/variant] to cache from indexes (repeatable; default: every platform)",
     )
-    warm.add_argument("images", nargs="+", help="e.g. alpine:3.19, ghcr.io/owner/tool@sha256:…")
+    warm.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        help="read images from FILE, one a line (# comments; - for stdin; repeatable)",
+    )
+    warm.add_argument("images", nargs="*", help="e.g. alpine:3.19, ghcr.io/owner/tool@sha256:…")
     ls = commands.add_parser("ls", help="list cached repositories, or one repository's tags")
     _target_options(ls)
     ls.add_argument("repository", nargs="?", help="a repository: list its tags")
@@ -104,15 +112,29 @@ def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
         if args.command == "ls":
             return from_server(args.server, token, args.repository, args.upstream, args.prefix)
         method, path, query = admin_call(args)
-        return call_server(args.server, token, method, path, query)
+        long = is_long(args)
+        progress = progress_printer() if long else None
+        return call_server(args.server, token, method, path, query, as_job=long, progress=progress)
     return asyncio.run(run_offline(args, config))
 
 
 def warm(args: argparse.Namespace) -> int:
-    from mirror.cli.warm import warm_images
+    from mirror.cli.warm import read_image_list, warm_images
+    from mirror.cli.warm_progress import watcher_for
 
+    images = list(args.images)
+    for source in args.file:
+        try:
+            images += read_image_list(source)
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"mirror warm: cannot read {source}: {reason}", file=sys.stderr)
+            return EXIT_CONFIG
+    if not images:
+        print("mirror warm: no images to warm: name some, or give -f FILE", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        reports = asyncio.run(warm_images(args.server, args.images, args.platform))
+        reports = asyncio.run(warm_images(args.server, images, args.platform, watcher_for()))
     except OperationError as exc:
         print(f"mirror warm: {exc}", file=sys.stderr)
         return EXIT_FAILED

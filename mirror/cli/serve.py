@@ -21,6 +21,7 @@ from aiohttp import web
 
 from mirror import __version__
 from mirror.cli import log_output
+from mirror.cli.tls import ServerCertificate
 from mirror.config import Config
 from mirror.errors import StartupError
 from mirror.web import access_log
@@ -55,10 +56,24 @@ async def _serve(config: Config) -> None:
         received.append(signal.Signals(signum).name)
         stop.set()
 
+    certificate: ServerCertificate | None = None
+
+    def on_hangup() -> None:
+        if certificate is None:
+            log.warning(
+                "SIGHUP received and ignored: no TLS certificate to reload;"
+                " other settings need a restart"
+            )
+        else:
+            certificate.reload("SIGHUP")
+
     # Before anything else: a SIGHUP during start-up must not kill the process either.
-    loop.add_signal_handler(signal.SIGHUP, _ignore_hangup)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
+    server = config.server
+    if server.tls_cert is not None and server.tls_key is not None:
+        certificate = ServerCertificate(server.tls_cert, server.tls_key)
 
     app = create_app(config)
     runner = web.AppRunner(
@@ -70,59 +85,75 @@ async def _serve(config: Config) -> None:
         access_log=logging.getLogger(access_log.ACCESS_LOGGER),
     )
     listening = False
+    watching: asyncio.Task[None] | None = None
     try:
         await runner.setup()  # every resource's lifetime opens (cleanup_ctx), in order
         if not stop.is_set():
-            await _listen(runner, config)
+            await _listen(runner, config, certificate)
             listening = True
             _banner(config)
+            if certificate is not None:
+                watching = asyncio.create_task(certificate.watch(), name="tls-watch")
             await stop.wait()
         log.info(
             "stopping on %s: finishing requests (at most %.0fs)", received[0], SHUTDOWN_TIMEOUT
         )
     finally:
+        if watching is not None:
+            watching.cancel()
         await runner.cleanup()  # closes what opened, in reverse, whether or not setup finished
     if listening:
         log.info("stopped")
 
 
-async def _listen(runner: web.AppRunner, config: Config) -> None:
-    host, port = config.server.host, config.server.port
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except OSError as exc:
-        shown = f"[{host}]" if ":" in host else host
-        raise StartupError(
-            f"cannot listen on {shown}:{port}", "server.listen", _cause(exc)
-        ) from None
+async def _listen(
+    runner: web.AppRunner, config: Config, certificate: ServerCertificate | None
+) -> None:
+    server = config.server
+    sites = [(server.host, server.port, "server.listen", certificate)]
+    if config.admin.listen is not None:
+        # Plain HTTP, for probes and Prometheus: bind it to loopback or keep it in-cluster.
+        sites.append((*config.admin.listen, "admin.listen", None))
+    for host, port, setting, tls in sites:
+        # One app behind both sites: the gate middleware tells the ports apart.
+        site = web.TCPSite(runner, host, port, ssl_context=None if tls is None else tls.context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {_shown(host, port)}", setting, _cause(exc)
+            ) from None
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _banner(config: Config) -> None:
     server, storage = config.server, config.storage
     names = ", ".join(f"{u.name} → {u.url}" for u in config.upstreams)
-    listen = (
-        f"[{server.host}]:{server.port}" if ":" in server.host else f"{server.host}:{server.port}"
-    )
+    listen = _shown(server.host, server.port)
+    scheme = "https" if server.tls_cert is not None else "http"
     fields = {
         "version": __version__,
         "listen": listen,
+        "scheme": scheme,
         "data": str(storage.path),
         "upstreams": {u.name: str(u.url) for u in config.upstreams},
         "pid": os.getpid(),
     }
+    shown = f"https://{listen}" if scheme == "https" else listen
+    if config.admin.listen is not None:
+        fields["admin_listen"] = _shown(*config.admin.listen)
+        shown += f" (admin API, metrics and health checks on {fields['admin_listen']})"
     log.info(
         "mirror %s listening on %s, data in %s, upstreams: %s",
         __version__,
-        listen,
+        shown,
         storage.path,
         names,
         extra={"fields": fields},
     )
-
-
-def _ignore_hangup() -> None:
-    log.warning("SIGHUP received and ignored: reloading the config is not supported; restart")
 
 
 def _cause(exc: OSError) -> str:

@@ -1,4 +1,4 @@
-"""Admin API (JSON) behind a bearer token: purge, revalidate, stats, gc, verify."""
+"""Admin API (JSON) behind a bearer token: purge, revalidate, stats, gc, verify, jobs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from aiohttp import web
 
 from mirror.errors import NameUnknown, NotFound, Unauthorized
 from mirror.reference import Digest, Tag, parse_repository
+from mirror.upkeep.jobs import Progress
 from mirror.upstream.client import UpstreamRegistry
+from mirror.web import admin_jobs
 from mirror.web.appkeys import MIRROR
 
-AdminHandler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+# A JSON object to answer with 200, or a whole response (a job's 202).
+AdminHandler = Callable[[web.Request], Awaitable[dict[str, Any] | web.Response]]
 
 
 def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -26,7 +29,8 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("a valid admin bearer token is required")
-        return web.json_response(await handler(request))
+        answer = await handler(request)
+        return answer if isinstance(answer, web.Response) else web.json_response(answer)
 
     return checked
 
@@ -68,8 +72,13 @@ async def purge_manifest(request: web.Request) -> dict[str, Any]:
     return (await request.app[MIRROR].upkeep.purge.manifest(digest, _dry_run(request))).as_dict()
 
 
-async def purge_everything(request: web.Request) -> dict[str, Any]:
-    return (await request.app[MIRROR].upkeep.purge.everything(_dry_run(request))).as_dict()
+async def purge_everything(request: web.Request) -> web.Response:
+    purge, dry_run = request.app[MIRROR].upkeep.purge, _dry_run(request)
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        return (await purge.everything(dry_run)).as_dict()
+
+    return await admin_jobs.run_or_start(request, "purge", work)
 
 
 async def revalidate(request: web.Request) -> dict[str, Any]:
@@ -86,14 +95,24 @@ async def revalidate(request: web.Request) -> dict[str, Any]:
     }
 
 
-async def gc(request: web.Request) -> dict[str, Any]:
-    blobs, freed = await request.app[MIRROR].upkeep.janitor.evict()
-    return {"evicted_blobs": blobs, "evicted_bytes": freed}
+async def gc(request: web.Request) -> web.Response:
+    janitor = request.app[MIRROR].upkeep.janitor
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        blobs, freed = await janitor.evict()
+        return {"evicted_blobs": blobs, "evicted_bytes": freed}
+
+    return await admin_jobs.run_or_start(request, "gc", work)
 
 
-async def verify(request: web.Request) -> dict[str, Any]:
-    report = await request.app[MIRROR].upkeep.janitor.verify()
-    return {"checked": report.checked, "corrupt": report.corrupt, "busy": report.skipped_busy}
+async def verify(request: web.Request) -> web.Response:
+    janitor = request.app[MIRROR].upkeep.janitor
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        report = await janitor.verify(progress)
+        return {"checked": report.checked, "corrupt": report.corrupt, "busy": report.skipped_busy}
+
+    return await admin_jobs.run_or_start(request, "verify", work)
 
 
 async def stats(request: web.Request) -> dict[str, Any]:
@@ -142,3 +161,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/stats", guarded(stats))
     app.router.add_post("/admin/gc", guarded(gc))
     app.router.add_post("/admin/verify", guarded(verify))
+    app.router.add_get(admin_jobs.JOBS_PATH, guarded(admin_jobs.jobs))
+    app.router.add_get(admin_jobs.JOBS_PATH + "/{id}", guarded(admin_jobs.job))

@@ -11,6 +11,7 @@ from mirror.config import Config
 from mirror.web import admin_api, admin_catalog, health, middleware, registry_api
 from mirror.web.access_log import quiet_malformed_requests
 from mirror.web.appkeys import MIRROR
+from mirror.web.gate import PullGate
 
 
 def create_app(config: Config, clock: Clock | None = None) -> web.Application:
@@ -18,7 +19,8 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     reverse: if one fails to open, the ones before it still close."""
     mirror = assemble(config, clock)
     quiet_malformed_requests()
-    app = web.Application(middlewares=[middleware.observe, middleware.oci_errors])
+    gate = PullGate(config)  # reads the htpasswd file now: a bad one stops the start
+    app = web.Application(middlewares=[middleware.observe, middleware.oci_errors, gate.middleware])
     app[MIRROR] = mirror
     registry_api.add_routes(app)
     admin_api.add_routes(app)

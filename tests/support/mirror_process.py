@@ -8,6 +8,7 @@ one of these through the `mirror_processes` fixture (tests/conftest.py).
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -73,8 +74,16 @@ class MirrorProcess:
     start() after stop() runs it again on the same port and data.
     """
 
-    def __init__(self, root: Path, config: Mapping[str, Any], *extra_args: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: Mapping[str, Any],
+        *extra_args: str,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.root = root
+        # With `server.tls_cert` set: what the test's own requests trust (the test CA).
+        self.client_tls = client_tls
         self.port = free_port()
         self.config = dict(config)
         self.config_path = root / "mirror.toml"
@@ -92,7 +101,8 @@ class MirrorProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        scheme = "https" if self.config.get("server", {}).get("tls_cert") else "http"
+        return f"{scheme}://{self.host}"
 
     @property
     def data(self) -> Path:
@@ -141,7 +151,10 @@ class MirrorProcess:
         self._proc = proc
         try:
             wait_until(
-                lambda: proc.poll() is None and http_status(f"{self.url}/healthz") == 200,
+                lambda: (
+                    proc.poll() is None
+                    and http_status(f"{self.url}/healthz", context=self.client_tls) == 200
+                ),
                 within=START_TIMEOUT,
                 interval=0.05,
                 alive=lambda: proc.poll() is None,
@@ -235,6 +248,7 @@ class MirrorProcesses:
         credentials: tuple[str, str] | None = None,
         config: Mapping[str, Any] | None = None,
         args: Sequence[str] = (),
+        client_tls: ssl.SSLContext | None = None,
     ) -> MirrorProcess:
         """A started mirror: in front of `upstream_url`, or with a whole `config` document."""
         root = self.root / f"mirror-{len(self.started)}"
@@ -243,7 +257,7 @@ class MirrorProcesses:
             config = process_config(
                 upstream_url, root / "data", tag_ttl=tag_ttl, credentials=credentials
             )
-        proc = MirrorProcess(root, config, *args)
+        proc = MirrorProcess(root, config, *args, client_tls=client_tls)
         self.started.append(proc)
         keep_log(self.request, f"mirror-{len(self.started) - 1} stderr", proc.stderr_path)
         proc.start()

@@ -1,0 +1,110 @@
+"""The listening socket's TLS: the certificate loaded at start, and reloaded while serving.
+
+cert-manager and certbot replace certificate files in place. The one SSLContext the server
+was started with is reloaded in place (new handshakes get the new pair; open connections keep
+theirs), on SIGHUP and when either file changes on disk. A new pair is first loaded into a
+scratch context: a broken or mismatched pair is reported and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from mirror.errors import StartupError
+
+log = logging.getLogger("mirror.tls")
+
+WATCH_INTERVAL = 2.0  # seconds between looks at the files (two stat calls)
+
+FileState = tuple[tuple[int, int, int] | None, ...]
+
+
+def new_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context with this pair: TLS 1.2 and newer only, the library's cipher choice."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class ServerCertificate:
+    """Owns the context the site listens with, and keeps it current."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self._cert, self._key = cert, key
+        self._seen = self._state()
+        try:
+            self.context = new_context(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                f"cannot load the TLS certificate {cert} with key {key}",
+                "server.tls_cert",
+                _reason(exc),
+            ) from None
+        log.info("TLS certificate loaded from %s (sha256 %s)", cert, self._fingerprint())
+
+    def reload(self, why: str) -> bool:
+        """Load the pair again; False (and an error line) when the files on disk are unusable."""
+        self._seen = self._state()
+        try:
+            new_context(self._cert, self._key)  # a scratch load: the live context stays whole
+            self.context.load_cert_chain(self._cert, self._key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                "TLS certificate not reloaded (%s): %s and %s do not load: %s; "
+                "still serving the previous certificate",
+                why,
+                self._cert,
+                self._key,
+                _reason(exc),
+            )
+            return False
+        log.info(
+            "TLS certificate reloaded (%s) from %s (sha256 %s)",
+            why,
+            self._cert,
+            self._fingerprint(),
+        )
+        return True
+
+    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
+        """Reload once either file's modification time, size or inode changed and then held
+        still for one interval: certbot swaps its links one at a time, and a certificate
+        read beside the old key would be refused with an error line for nothing. (A renamed
+        symlink, as in cert-manager's secret volumes, changes what stat follows.)"""
+        last = self._seen
+        while True:
+            await asyncio.sleep(interval)
+            now = self._state()
+            if now != self._seen and now == last:
+                self.reload("the files changed")
+            last = now
+
+    def _state(self) -> FileState:
+        return tuple(_stat(path) for path in (self._cert, self._key))
+
+    def _fingerprint(self) -> str:
+        """Of the certificate file as read now: enough for an operator to tell two apart."""
+        with contextlib.suppress(OSError):
+            return hashlib.sha256(self._cert.read_bytes()).hexdigest()[:16]
+        return "unreadable"
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason.lower().replace("_", " ") if exc.reason else str(exc)
+    return (exc.strerror or str(exc)).lower()
