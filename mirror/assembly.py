@@ -22,6 +22,7 @@ from mirror.services.manifests import ManifestService
 from mirror.services.tag_lists import TagListService
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.catalog import Catalog
 from mirror.stores.disk_space import DiskSpace
 from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
@@ -54,6 +55,7 @@ class Stores:
     leases: BlobLeases
     keeper: BlobKeeper
     disk: DiskSpace
+    catalog: Catalog  # read-only views over the index (admin catalog, `mirror ls`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     pinned = partial(Sweeper(metadata).pinned, pins) if pins else None
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned)
     metrics.storage_full.set_function(lambda: float(disk.full))
-    return Stores(lock, metadata, files, ledger, leases, keeper, disk)
+    return Stores(lock, metadata, files, ledger, leases, keeper, disk, Catalog(metadata.database))
 
 
 def pins_of(config: Config) -> Pins:

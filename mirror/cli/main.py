@@ -14,6 +14,7 @@ from typing import Any
 
 from mirror import __version__
 from mirror.cli.admin_client import admin_call, call_server, is_long
+from mirror.cli.listing import from_server, render
 from mirror.cli.offline import run_offline
 from mirror.cli.progress import progress_printer
 from mirror.config import Config, load_config, parse_listen
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="read images from FILE, one a line (# comments; - for stdin; repeatable)",
     )
     warm.add_argument("images", nargs="*", help="e.g. alpine:3.19, ghcr.io/owner/tool@sha256:…")
+    ls = commands.add_parser("ls", help="list cached repositories, or one repository's tags")
+    _target_options(ls)
+    ls.add_argument("repository", nargs="?", help="a repository: list its tags")
+    ls.add_argument("--upstream", help="only this upstream's (with REPOSITORY: default the first)")
+    ls.add_argument("--prefix", help="only repositories whose name starts with this")
+    ls.add_argument("--json", action="store_true", help="the admin API's JSON, every page")
     purge = commands.add_parser("purge", help="forget cached content")
     _target_options(purge)
     what = purge.add_mutually_exclusive_group(required=True)
@@ -106,9 +113,11 @@ def renamed_settings(args: argparse.Namespace) -> dict[str, str]:
 
 
 def operate(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    """Run stats/purge/gc/verify through the admin API (--server) or on the data folder."""
+    """Run stats/ls/purge/gc/verify through the admin API (--server) or on the data folder."""
     if args.server:
         token = args.token or os.environ.get("MIRROR_ADMIN_TOKEN") or config.admin.token
+        if args.command == "ls":
+            return from_server(args.server, token, args.repository, args.upstream, args.prefix)
         method, path, query = admin_call(args)
         long = is_long(args)
         progress = progress_printer() if long else None
@@ -163,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OperationError, MirrorError) as exc:
         print(f"mirror {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if args.command == "ls" and not args.json:
+        print(render(result, args.repository))
+        return 0
     print(json.dumps(result, indent=2))
     if args.command == "verify" and result.get("corrupt"):
         return EXIT_FAILED
