@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ WRITE_CHUNK = 128 * 1024
 MAX_SPAN = 1024 * 1024
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+OnSize = Callable[[int], Awaitable[None]]
 
 
 class Fill:
@@ -66,8 +67,10 @@ class Fill:
         """
         return BlobStream(self, os.open(self.temp_path, os.O_RDONLY))
 
-    async def download(self, open_upstream: OpenUpstream) -> None:
-        """Download, hashing while writing; raise unless size and digest are verified."""
+    async def download(self, open_upstream: OpenUpstream, on_size: OnSize | None = None) -> None:
+        """Download, hashing while writing; raise unless size and digest are verified.
+        `on_size` is awaited with the announced size once the upstream answered, before the
+        body is read (the fill makes room for the blob there)."""
         hasher = self.digest.hasher()
         fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         loop = asyncio.get_running_loop()
@@ -76,6 +79,8 @@ class Fill:
                 self.size = response.content_length
                 self.started.set()
                 self._notify()
+                if on_size is not None and self.size is not None:
+                    await on_size(self.size)
                 try:
                     async for chunk in response.content.iter_chunked(READ_CHUNK):
                         # Hashing and writing leave the event loop: a slow disk (dirty-page
