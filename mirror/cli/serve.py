@@ -26,6 +26,7 @@ from mirror.config import Config
 from mirror.errors import StartupError
 from mirror.web import access_log
 from mirror.web.app import create_app
+from mirror.web.middleware import OCIAppRunner
 
 log = logging.getLogger("mirror.serve")
 
@@ -76,7 +77,7 @@ async def _serve(config: Config) -> None:
         certificate = ServerCertificate(server.tls_cert, server.tls_key)
 
     app = create_app(config)
-    runner = web.AppRunner(
+    runner = OCIAppRunner(  # aiohttp's own error answers are OCI error bodies too
         app,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,

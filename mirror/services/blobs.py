@@ -26,7 +26,7 @@ from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace, is_no_space
 from mirror.stores.leases import BlobLeases
-from mirror.stores.ledger import UsageLedger
+from mirror.stores.ledger import Reservation, UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.upstream.client import UpstreamRegistry
 
@@ -161,10 +161,18 @@ class BlobService:
         """Download, store through the keeper, and only then release the last byte."""
         digest = fill.digest
         error: BaseException | None = None
+        reservation: Reservation | None = None
+
+        async def reserve(size: int) -> None:
+            nonlocal reservation
+            reservation = await self._keeper.reserve(size)
+
         self._leases.acquire(digest)
         try:
-            await fill.download(partial(upstream.open_blob, repo, digest))
-            await self._keeper.admit(fill.temp_path, digest, fill.written, self._clock())
+            await fill.download(partial(upstream.open_blob, repo, digest), reserve)
+            await self._keeper.admit(
+                fill.temp_path, digest, fill.written, self._clock(), reservation
+            )
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
             self._metrics.fill_failures.labels("cancelled").inc()
@@ -177,6 +185,8 @@ class BlobService:
                 self._disk.noted_full()
             self._metrics.fill_failures.labels(reason).inc()
         finally:
+            if reservation is not None:
+                reservation.release()  # landed (then already released) or not: no longer counted
             if error is not None:
                 self._files.discard(fill.temp_path)
             # Renamed into place (if stored) in this same step: a reader that arrives next

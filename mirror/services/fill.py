@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -15,11 +15,15 @@ from mirror.errors import DigestMismatch, FillFailed
 from mirror.reference import Digest
 
 READ_CHUNK = 1024 * 1024
-# What one client of a running fill is handed at a time: a slow client holds about this much
-# (plus the socket's buffer) in memory, so a thousand of them cost megabytes, not a gigabyte.
-SEND_CHUNK = 128 * 1024
+# A span a client cannot be sent with sendfile (a chunked body: the upstream announced no
+# length) goes through aiohttp's writer this many bytes at a time.
+WRITE_CHUNK = 128 * 1024
+# The longest span handed out at once: served-bytes counts (the metric, the access log of a
+# client cut short) move at least this often.
+MAX_SPAN = 1024 * 1024
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+OnSize = Callable[[int], Awaitable[None]]
 
 
 class Fill:
@@ -63,8 +67,10 @@ class Fill:
         """
         return BlobStream(self, os.open(self.temp_path, os.O_RDONLY))
 
-    async def download(self, open_upstream: OpenUpstream) -> None:
-        """Download, hashing while writing; raise unless size and digest are verified."""
+    async def download(self, open_upstream: OpenUpstream, on_size: OnSize | None = None) -> None:
+        """Download, hashing while writing; raise unless size and digest are verified.
+        `on_size` is awaited with the announced size once the upstream answered, before the
+        body is read (the fill makes room for the blob there)."""
         hasher = self.digest.hasher()
         fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         loop = asyncio.get_running_loop()
@@ -73,6 +79,8 @@ class Fill:
                 self.size = response.content_length
                 self.started.set()
                 self._notify()
+                if on_size is not None and self.size is not None:
+                    await on_size(self.size)
                 try:
                     async for chunk in response.content.iter_chunked(READ_CHUNK):
                         # Hashing and writing leave the event loop: a slow disk (dirty-page
@@ -102,15 +110,20 @@ class Fill:
 
 
 class BlobStream:
-    """One client's reader on a running fill: bytes of a range as they arrive.
+    """One client's reader on a running fill: spans of a range as they arrive, sent with
+    sendfile from the temp file.
 
-    `chunks` raises FillFailed when the fill ends without a verified blob: the client must
+    sendfile keeps no byte of the blob in the process: a client that reads slowly costs its
+    socket's kernel buffer and the connection's bookkeeping, not a chunk in flight and a copy
+    of it in the transport's buffer (about 290 KiB each with 128 KiB writes).
+
+    `spans` raises FillFailed when the fill ends without a verified blob: the client must
     then be cut short, so that it never holds a complete body with wrong bytes.
     """
 
     def __init__(self, fill: Fill, fd: int) -> None:
         self._fill = fill
-        self._fd = fd
+        self._file = os.fdopen(fd, "rb", buffering=0)
 
     @property
     def digest(self) -> Digest:
@@ -121,10 +134,11 @@ class BlobStream:
         return self._fill.size
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._file.close()
 
-    async def chunks(self, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
-        """Bytes [start, end) of the blob as they arrive; end None means to the end."""
+    async def spans(self, start: int, end: int | None) -> AsyncGenerator[tuple[int, int], None]:
+        """(offset, length) spans covering [start, end) of the blob as they become readable;
+        end None means to the end."""
         fill = self._fill
         position = start
         while end is None or position < end:
@@ -136,17 +150,33 @@ class BlobStream:
                 # a Range client never holds a complete 206 of unverified bytes either.
                 available = min(available, end if fill.finished.is_set() else end - 1)
             if position < available:
-                chunk = os.pread(self._fd, min(SEND_CHUNK, available - position), position)
-                if not chunk:
-                    raise FillFailed("temp file shorter than reported")
-                position += len(chunk)
-                yield chunk
+                length = min(available - position, MAX_SPAN)
+                yield position, length
+                position += length
             elif fill.finished.is_set():
                 if fill.error is not None:
                     raise FillFailed(str(fill.error))
                 return  # end None: the whole blob was sent
             else:
                 await fill.progressed()
+
+    async def send(self, transport: asyncio.WriteTransport, offset: int, length: int) -> None:
+        """Send a span with sendfile (asyncio falls back to reads of at most 256 KiB on a
+        transport without it, TLS); FillFailed if the temp file is shorter than reported."""
+        loop = asyncio.get_running_loop()
+        sent = await loop.sendfile(transport, self._file, offset, length)
+        if sent < length:
+            raise FillFailed("temp file shorter than reported")
+
+    def pieces(self, offset: int, length: int) -> Iterator[bytes]:
+        """A span as bytes, WRITE_CHUNK at a time, for a body that needs framing."""
+        end = offset + length
+        while offset < end:
+            piece = os.pread(self._file.fileno(), min(WRITE_CHUNK, end - offset), offset)
+            if not piece:
+                raise FillFailed("temp file shorter than reported")
+            offset += len(piece)
+            yield piece
 
 
 def _absorb(hasher: hashlib._Hash, fd: int, chunk: bytes) -> None:

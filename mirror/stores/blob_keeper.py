@@ -12,7 +12,7 @@ from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.leases import BlobLeases
-from mirror.stores.ledger import UsageLedger
+from mirror.stores.ledger import Reservation, UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import BlobRow
 
@@ -51,28 +51,59 @@ class BlobKeeper:
         self.held_by_pins = False  # the last eviction stopped short because of pins only
         self._evicting = asyncio.Lock()  # one eviction at a time: two would pick the same rows
 
-    async def admit(self, temp: Path, digest: Digest, size: int, now: float) -> bool:
+    async def reserve(self, size: int) -> Reservation | None:
+        """A fill has begun with an announced size: count it against the bound now, and make
+        room now, so the disk (stored files and running fills' temp files) stays under the
+        bound while clients pull, not only once the blob lands. None for a blob larger than
+        the whole bound, which is never stored."""
+        if self._ledger.too_large(size):
+            return None
+        # Reserved before any await, so concurrent fills each see the others' shares.
+        reservation = self._ledger.reserve(size)
+        try:
+            if self._ledger.needs_room(0):
+                await self._make_room()
+        except BaseException:  # cancelled, or the index failed: the fill will not land
+            reservation.release()
+            raise
+        return reservation
+
+    async def admit(
+        self,
+        temp: Path,
+        digest: Digest,
+        size: int,
+        now: float,
+        reservation: Reservation | None = None,
+    ) -> bool:
         """Store a verified temp file as the blob; False when it is larger than the whole bound
-        (its readers finish from their open descriptors, and the file is dropped)."""
+        (its readers finish from their open descriptors, and the file is dropped). A fill that
+        reserved its size made room when it began; one without (no announced size) makes it
+        now. The reservation becomes stored bytes when the row is written; the caller still
+        releases it when anything fails."""
         if self._ledger.too_large(size):
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
             return False
-        if self._ledger.needs_room(size):
+        if reservation is None and self._ledger.needs_room(size):
             # Make room before the blob lands, so the bound holds while clients pull rather
             # than after the janitor's next pass; blobs in use are passed by.
-            await self.evict(self._ledger.eviction_target - size)
+            await self._make_room(size)
         # A purge of an earlier copy may still wait for its readers: it must spare this one.
         # Cancelled before the row is written, so a purge that deletes the new row re-arms it.
         self._leases.cancel_pending(digest)
         if await self._metadata.put_blob(digest, size, now):
-            self._ledger.added(size)
+            self._ledger.landed(size, reservation)
         try:
             self._files.commit(temp, digest)
         except OSError:
             await self.remove([digest])  # no row may outlive a file that never arrived
             raise
         return True
+
+    async def _make_room(self, incoming: int = 0) -> None:
+        """Evict down to the low-water mark, less running fills' shares and `incoming`."""
+        await self.evict(self._ledger.eviction_target - self._ledger.reserved - incoming)
 
     async def remove(self, digests: Iterable[Digest]) -> list[BlobRow]:
         """Rows first (only those that still existed count), then each file when it is free."""

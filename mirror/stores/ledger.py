@@ -11,8 +11,9 @@ class UsageLedger:
     """What the janitor reads to decide on eviction, kept without asking SQLite.
 
     Totals move only with rows (the blob keeper adds and subtracts what it wrote or deleted);
-    last-access times of hits are kept here and flushed in batches, which keeps SQLite off the
-    hot path of a cache hit.
+    `reserved` counts the announced sizes of running fills, whose temp files are on disk too,
+    so that room is made when a fill starts rather than when it lands. Last-access times of
+    hits are kept here and flushed in batches, which keeps SQLite off the hot path of a hit.
     """
 
     def __init__(self, max_size: int, low_water: float = 1.0) -> None:
@@ -21,6 +22,7 @@ class UsageLedger:
         self.eviction_target = int(max_size * low_water)
         self.bytes = 0
         self.blobs = 0
+        self.reserved = 0  # bytes of running fills (their announced sizes), not yet rows
         self._accessed: dict[Digest, float] = {}
         self.over_limit = asyncio.Event()
 
@@ -39,8 +41,19 @@ class UsageLedger:
         self._check()
 
     def needs_room(self, size: int) -> bool:
-        """Storing `size` more bytes would cross the bound."""
-        return bool(self.max_size) and self.bytes + size > self.max_size
+        """Storing `size` more bytes would cross the bound (running fills' bytes included)."""
+        return bool(self.max_size) and self.bytes + self.reserved + size > self.max_size
+
+    def reserve(self, size: int) -> Reservation:
+        """Count a running fill's announced size against the bound until it lands or fails."""
+        self.reserved += size
+        return Reservation(self, size)
+
+    def landed(self, size: int, reservation: Reservation | None) -> None:
+        """A fill's blob is now a row: its bytes move from reserved to stored in one step."""
+        if reservation is not None:
+            reservation.release()
+        self.added(size)
 
     def too_large(self, size: int) -> bool:
         """A blob larger than the whole bound is served to its readers, never stored."""
@@ -58,3 +71,16 @@ class UsageLedger:
     def take_accessed(self) -> dict[Digest, float]:
         accessed, self._accessed = self._accessed, {}
         return accessed
+
+
+class Reservation:
+    """One running fill's share of `UsageLedger.reserved`; releasing it twice is harmless, so
+    the fill can release it in a `finally` whether or not the blob landed."""
+
+    def __init__(self, ledger: UsageLedger, size: int) -> None:
+        self._ledger = ledger
+        self.size = size
+
+    def release(self) -> None:
+        self._ledger.reserved -= self.size
+        self.size = 0

@@ -1,4 +1,5 @@
-"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive.
+"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive
+(sendfile too, from the fill's temp file).
 
 Both follow one Range rule, decided here by `parse_range` before any byte goes out: one
 satisfiable range is a 206; several ranges, another unit or anything unparsable is the whole
@@ -107,15 +108,15 @@ async def send_stream(
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{stream.size}"
     if end is not None:
         response.content_length = end - start
-    chunks = stream.chunks(start, end)
+    spans = stream.spans(start, end)
     served = request.app[MIRROR].metrics.served_bytes.labels("fill")
     try:
         await response.prepare(request)
         request[BODY_SENT] = 0
-        async for chunk in chunks:
-            await response.write(chunk)
-            served.inc(len(chunk))
-            request[BODY_SENT] += len(chunk)
+        async for offset, length in spans:
+            await _send_span(request, response, stream, offset, length)
+            served.inc(length)
+            request[BODY_SENT] += length
     except FillFailed as exc:
         log.warning("cutting a client of %s: %s", stream.digest, exc)
         request.app[MIRROR].metrics.clients_cut.inc()
@@ -125,6 +126,21 @@ async def send_stream(
     except ConnectionError:
         return response  # the client went away; the fill goes on without it
     finally:
-        await chunks.aclose()
+        await spans.aclose()
     await response.write_eof()
     return response
+
+
+async def _send_span(
+    request: web.Request, response: web.StreamResponse, stream: BlobStream, offset: int, length: int
+) -> None:
+    """With sendfile, so a slow client holds no bytes of the blob in memory; a body without a
+    length is chunked, and its framing is aiohttp's writer's: pieces go through it."""
+    if response.content_length is None:
+        for piece in stream.pieces(offset, length):
+            await response.write(piece)
+        return
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away")
+    await stream.send(transport, offset, length)  # after the head, still in the buffer

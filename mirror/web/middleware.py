@@ -1,4 +1,5 @@
-"""Middlewares every request passes: metrics, and OCI error bodies for every failure."""
+"""Middlewares every request passes: metrics, and OCI error bodies for every failure; and for the
+requests no middleware sees, those aiohttp's HTTP parser refuses, OCIAppRunner."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from mirror.errors import MirrorError
 from mirror.web.appkeys import MIRROR, ROUTED
@@ -78,12 +81,15 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
 def refusal_response(refusal: web.HTTPException) -> web.Response:
     """aiohttp's own refusals (no route matched, a body too large, ...) as OCI error bodies too,
     with their status and Allow header; aiohttp would answer them in text/plain."""
-    code = _REFUSAL_CODES.get(refusal.status, "UNKNOWN")
-    error = {"code": code, "message": refusal.reason, "detail": None}
-    response = _oci_response(refusal.status, json.dumps({"errors": [error]}).encode())
+    response = _refusal(refusal.status, refusal.reason, None)
     if "Allow" in refusal.headers:
         response.headers["Allow"] = refusal.headers["Allow"]
     return response
+
+
+def _refusal(status: int, message: str, detail: str | None) -> web.Response:
+    error = {"code": _REFUSAL_CODES.get(status, "UNKNOWN"), "message": message, "detail": detail}
+    return _oci_response(status, json.dumps({"errors": [error]}).encode())
 
 
 def error_response(error: MirrorError) -> web.Response:
@@ -94,3 +100,55 @@ def _oci_response(status: int, body: bytes) -> web.Response:
     response = web.Response(status=status, body=body, content_type="application/json")
     response.headers[API_VERSION[0]] = API_VERSION[1]
     return response
+
+
+# -- what aiohttp answers itself --------------------------------------------------------------
+# A request line or header aiohttp's parser refuses (a raw control byte, a bad header, a line
+# over the limit) never reaches the app, so no middleware sees it: RequestHandler.handle_error
+# answers it, in text/plain, on the connection's protocol object (as it does for an exception
+# that escapes every middleware). aiohttp 3.14 has no hook for that answer: neither Server nor
+# AppRunner takes a handler class. So the three classes below are the smallest subclassing that
+# reaches it: the protocol object's handle_error, the Server that makes those objects, and the
+# runner that makes the Server.
+
+
+class OCIRequestHandler(RequestHandler):
+    """Answers aiohttp's own errors as OCI error bodies. The request's path is not known (the
+    parser refused it), so every such answer is one, not only those under /v2/."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own first: it logs the refusal (access_log.MalformedRequests makes that one
+        # INFO line) and raises ConnectionError when a response has already begun.
+        super().handle_error(request, status, exc, message)
+        if status >= 500:  # the message is aiohttp's canned text, or a traceback in debug
+            response = _refusal(status, HTTPStatus(status).phrase, None)
+        else:
+            # The parser's reason, up to its first colon: what follows is the refused bytes.
+            reason = (message or "").strip().split("\n", 1)[0].split(":", 1)[0][:200]
+            response = _refusal(status, "malformed HTTP request", reason or None)
+        response.force_close()  # the parser's state is unknown after a refusal
+        return response
+
+
+class OCIServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return OCIRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class OCIAppRunner(web.AppRunner):
+    """web.AppRunner whose connections answer aiohttp's own errors as OCI error bodies."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # the app's start-up, and its Server, as aiohttp does
+        return OCIServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            **made._kwargs,
+        )
