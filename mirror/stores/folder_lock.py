@@ -37,9 +37,11 @@ class FolderLock:
 
     def acquire(self, *, create: bool) -> None:
         """Take the lock (creating the folder first when `create`); never blocks."""
-        if self.root.exists() and not self.root.is_dir():
-            raise DataFolderUnusable(self.root, "it is a file, not a folder")
-        if create and not self.root.is_dir():
+        with unusable_folder(self.root):  # a parent that may not be entered: one line too
+            if self.root.exists() and not self.root.is_dir():
+                raise DataFolderUnusable(self.root, "it is a file, not a folder")
+            present = self.root.is_dir()
+        if create and not present:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
