@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +23,10 @@ WRITE_CHUNK = 128 * 1024
 # The longest span handed out at once: served-bytes counts (the metric, the access log of a
 # client cut short) move at least this often.
 MAX_SPAN = 1024 * 1024
+
+# Hash-and-write of fill chunks (hashlib and os.write release the GIL). Its own pool: a fill
+# must be able to wait for its thread by the thread's own future.
+_ABSORBERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fill")
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 OnSize = Callable[[int], Awaitable[None]]
@@ -81,17 +87,7 @@ class Fill:
                 self._notify()
                 if on_size is not None and self.size is not None:
                     await on_size(self.size)
-                try:
-                    async for chunk in response.content.iter_chunked(READ_CHUNK):
-                        # Hashing and writing leave the event loop: a slow disk (dirty-page
-                        # throttling) or a big hash must not stall the other clients.
-                        await loop.run_in_executor(None, _absorb, hasher, fd, chunk)
-                        self.written += len(chunk)
-                        self._notify()
-                except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                    raise FillFailed(
-                        f"upstream body cut after {self.written} bytes: {type(exc).__name__}"
-                    ) from None
+                await self._receive(response, hasher, fd)
             if self.size is not None and self.written != self.size:
                 raise FillFailed(f"upstream sent {self.written} of {self.size} bytes")
             if hasher.hexdigest() != self.digest.hex:
@@ -100,6 +96,41 @@ class Fill:
             self.size = self.written
         finally:
             os.close(fd)
+
+    async def _receive(
+        self, response: aiohttp.ClientResponse, hasher: hashlib._Hash, fd: int
+    ) -> None:
+        """The body into the temp file. Hashing and writing leave the event loop (a slow disk
+        or a big hash must not stall other clients) and overlap the next read: one chunk is
+        absorbed in a worker thread while the loop receives the next, in order."""
+        absorbing: concurrent.futures.Future[None] | None = None
+        try:
+            async for chunk in response.content.iter_chunked(READ_CHUNK):
+                if absorbing is not None:
+                    await asyncio.wrap_future(absorbing)  # in order: one chunk at a time
+                absorbing = _ABSORBERS.submit(_absorb, hasher, fd, chunk)
+                # Readers see a chunk as soon as it is on disk, not when the next one arrives
+                # (an upstream may pause before its last bytes).
+                asyncio.wrap_future(absorbing).add_done_callback(partial(self._landed, len(chunk)))
+            if absorbing is not None:
+                # Wrappers of one future complete in the order they were made: the callback
+                # above has counted the last chunk when this await returns.
+                await asyncio.wrap_future(absorbing)
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            await _finish(absorbing)
+            raise FillFailed(
+                f"upstream body cut after {self.written} bytes: {type(exc).__name__}"
+            ) from None
+        except BaseException:
+            # A cancelled wait does not stop the thread, and fd closes next: wait for it.
+            await _finish(absorbing)
+            raise
+
+    def _landed(self, size: int, absorbed: asyncio.Future[None]) -> None:
+        """A chunk is hashed and written (in the event loop, from its future's callback)."""
+        if not absorbed.cancelled() and absorbed.exception() is None:
+            self.written += size
+            self._notify()
 
     def settle(self, error: BaseException | None) -> None:
         """The fill is over: readers get the last byte, or are cut when `error` is set."""
@@ -185,3 +216,10 @@ def _absorb(hasher: hashlib._Hash, fd: int, chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
         view = view[os.write(fd, view) :]
+
+
+async def _finish(absorbing: concurrent.futures.Future[None] | None) -> None:
+    """Wait for a chunk still being absorbed, whatever becomes of it (a fresh wrapper: the one
+    a cancelled task awaited is cancelled, the thread behind it is not)."""
+    if absorbing is not None:
+        await asyncio.gather(asyncio.wrap_future(absorbing), return_exceptions=True)
