@@ -28,7 +28,7 @@ RUN python3 -m venv /opt/mirror \
  && /opt/mirror/bin/pip install "$@" . \
  && /opt/mirror/bin/pip uninstall --quiet --yes pip
 
-# --- stage 2: runtime, no source tree, no wheels, no pip -------------------------------------
+# --- stage 2: runtime: the venv (without pip), no source tree, no wheels ---------------------
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/mirror/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
