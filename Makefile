@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # System packages the tests drive for real (a real upstream registry and a real client).
 # Real upstream registry, real clients (skopeo, dockerd, containerd, podman), real Prometheus,
-# a real terminal (tmux) for what `mirror warm` draws on one, and Apache's htpasswd to write the
-# pull users' bcrypt file as operators do.
-SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux apache2-utils
-SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux htpasswd
+# a real terminal (tmux) for what `mirror warm` draws on one, Apache's htpasswd to write the
+# pull users' bcrypt file as operators do, and mmdebstrap to make the Debian base the Dockerfile is
+# built on (tests/test_container_image.py: no base image can be pulled).
+SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux apache2-utils mmdebstrap
+SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux htpasswd mmdebstrap
 
 .PHONY: run test lint pytest system-deps clean
 

@@ -534,6 +534,32 @@ def test_dockerfile_stages_user_volume_port_healthcheck() -> None:
     assert ["deploy/container/config.toml", CONFIG_IN_IMAGE] in copies
 
 
+def test_dockerfile_builds_offline_with_either_builder() -> None:
+    """Nothing but PYTHON_IMAGE comes from a registry, and the classic builder reads it too
+    (tests/test_container_image.py builds it both ways)."""
+    text = (ROOT / "Dockerfile").read_text()
+    # A `# syntax=` directive makes BuildKit pull its frontend from Docker Hub.
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    runs = dockerfile_values("RUN")
+    assert not any(run.startswith("--") for run in runs), "RUN --mount: BuildKit only"
+    # Both stages on the same base: the venv's interpreter path is the same in both.
+    froms = [value.split()[0] for value in dockerfile_values("FROM")]
+    assert set(froms) == {"${PYTHON_IMAGE}"}, froms
+    # A wheels/ folder in the context makes pip install from it alone.
+    assert any("--no-index --find-links wheels" in run for run in runs)
+    copies = [value.split() for value in dockerfile_values("COPY")]
+    assert ["--from=build", "/opt/mirror", "/opt/mirror"] in copies
+    env = " ".join(dockerfile_values("ENV"))
+    assert "PATH=/opt/mirror/bin:" in env
+
+
+def tracked_files() -> list[str]:
+    proc = run("git", "ls-files", cwd=ROOT)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.skip(f"git ls-files: {proc.stderr.strip()}")
+    return proc.stdout.splitlines()
+
+
 def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
     for path in (
         "pyproject.toml",
@@ -541,14 +567,21 @@ def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
         "mirror/__init__.py",
         "mirror/cli.py",
         "deploy/container/config.toml",
+        "wheels/aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.whl",
     ):
         assert not dockerignore_excludes(path), f"{path} is needed by the build"
     for path in (".venv/bin/python", ".git/HEAD", "data/mirror.db", "tests/conftest.py"):
         assert dockerignore_excludes(path), f"{path} should stay out of the build context"
     assert dockerignore_excludes("mirror/__pycache__/cli.cpython-312.pyc")
+    # `COPY . ./` sends the context as .dockerignore leaves it: the package and its metadata,
+    # the container config, the optional wheelhouse.
+    allowed = ("pyproject.toml", "README.md", "mirror/", "deploy/container/config.toml", "wheels/")
+    sent = [path for path in tracked_files() if not dockerignore_excludes(path)]
+    assert all(path.startswith(allowed) for path in sent), sent
+    assert "mirror/__init__.py" in sent
     for value in dockerfile_values("COPY"):
         parts = value.split()
-        if any(part.startswith("--from") for part in parts):
+        if any(part.startswith("--from") for part in parts) or parts[:-1] == ["."]:
             continue
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: missing"
