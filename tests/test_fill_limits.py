@@ -98,7 +98,7 @@ async def test_each_client_address_has_its_own_bound(
     digests = [hub.add_blob(REPO, data) for data in blobs]
     hub.faults.blob_gate = gate = asyncio.Event()
 
-    def get(digest: str, client: str) -> Any:
+    def get(digest: str, client: str) -> aiohttp.client._RequestContextManager:
         return session.get(
             mirror.make_url(f"/v2/{REPO}/blobs/{digest}"), headers={"X-Forwarded-For": client}
         )
