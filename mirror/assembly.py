@@ -18,6 +18,7 @@ from mirror.config import Config
 from mirror.errors import OperationError
 from mirror.metrics import Metrics
 from mirror.services.blobs import BlobService
+from mirror.services.fill_limits import FillLimits
 from mirror.services.manifests import ManifestService
 from mirror.services.tag_lists import TagListService
 from mirror.stores.blob_files import BlobFiles
@@ -151,6 +152,8 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
         stores.disk,
         metrics,
         now,
+        FillLimits(config.cache.max_concurrent_fills, config.cache.max_fills_per_client, metrics),
+        config.cache.fetch_unreferenced_blobs,
     )
     metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)

@@ -15,7 +15,7 @@ from typing import Any
 
 from yarl import URL
 
-from mirror.config_tables import Network, Section, networks, positive, secret
+from mirror.config_tables import Network, Section, count, networks, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
 
@@ -89,6 +89,11 @@ class CacheConfig:
     # A cached tag whose upstream has not answered within this long is served stale while the
     # resolution goes on in the background.
     stale_after: float = DEFAULT_STALE_AFTER
+    # Blob downloads running at once (0: no bound), and started by one client address.
+    max_concurrent_fills: int = 64
+    max_fills_per_client: int = 0
+    # false: a miss for a blob no cached manifest references is refused, not fetched.
+    fetch_unreferenced_blobs: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +229,14 @@ def _cache(section: Section) -> CacheConfig:
     defaults = CacheConfig()
     ttl = section.take("tag_ttl")
     stale_after = section.take("stale_after")
+    fills = count(section, "max_concurrent_fills", defaults.max_concurrent_fills)
+    per_client = count(section, "max_fills_per_client", defaults.max_fills_per_client)
+    unreferenced = section.take_bool("fetch_unreferenced_blobs", True)
     section.finish()
     return CacheConfig(
+        max_concurrent_fills=fills,
+        max_fills_per_client=per_client,
+        fetch_unreferenced_blobs=unreferenced,
         tag_ttl=defaults.tag_ttl if ttl is None else parse_duration(ttl, section.key("tag_ttl")),
         stale_after=defaults.stale_after
         if stale_after is None

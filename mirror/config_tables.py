@@ -70,6 +70,16 @@ def secret(section: Section, name: str) -> str | None:
         raise ConfigError(f"{section.key(name + '_file')}: cannot read: {exc.strerror}") from None
 
 
+def count(section: Section, name: str, default: int) -> int:
+    """A whole number from 0 (0: no bound) to a million."""
+    value = section.take(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise ConfigError(f"{section.key(name)}: expected a whole number from 0, got {value!r}")
+    return value
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

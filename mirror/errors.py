@@ -24,6 +24,10 @@ class MirrorError(Exception):
         error = {"code": self.code, "message": self.message, "detail": self.detail}
         return json.dumps({"errors": [error]}).encode()
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the body (Retry-After, a challenge)."""
+        return {}
+
 
 class NameInvalid(MirrorError):
     status = 400
@@ -75,11 +79,33 @@ class Unauthorized(MirrorError):
     code = "UNAUTHORIZED"
 
 
+class CredentialsRequired(Unauthorized):
+    """A pull without valid credentials when [auth] htpasswd is set: the challenge tells the
+    client to send Basic credentials (RFC 9110 requires one with every 401)."""
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="mirror"'}
+
+
 class Denied(MirrorError):
     """The client may not do this here (its network is not allowed to pull)."""
 
     status = 403
     code = "DENIED"
+
+
+class TooManyRequests(MirrorError):
+    """Over a limit on downloads the mirror starts; the client may try again later."""
+
+    status = 429
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class NotFound(MirrorError):

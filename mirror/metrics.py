@@ -21,6 +21,7 @@ from prometheus_client.process_collector import ProcessCollector
 CacheResult = Literal["hit", "miss", "stale"]
 LookupKind = Literal["manifest", "blob", "tag"]
 FillFailure = Literal["truncated", "mismatch", "upstream", "disk", "cancelled", "other"]
+FILL_REFUSALS = ("busy", "client", "unreferenced")
 FILL_FAILURE_REASONS: tuple[FillFailure, ...] = (
     "truncated",
     "mismatch",
@@ -177,6 +178,16 @@ class Metrics:
         )
         for reason in FILL_FAILURE_REASONS:
             self.fill_failures.labels(reason)  # present at 0 before the first failure
+        self.fills_refused = Counter(
+            "mirror_fills_refused_total",
+            "Blob misses refused instead of downloaded, by reason: busy (cache."
+            "max_concurrent_fills), client (cache.max_fills_per_client), unreferenced "
+            "(cache.fetch_unreferenced_blobs = false).",
+            ["reason"],
+            registry=r,
+        )
+        for refusal in FILL_REFUSALS:
+            self.fills_refused.labels(refusal)
         self.clients_cut = Counter(
             "mirror_clients_cut_total",
             "Clients cut short because the download they followed failed (never sent bad bytes).",

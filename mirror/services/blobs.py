@@ -22,6 +22,7 @@ from mirror.errors import (
 from mirror.metrics import FillFailure, Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
+from mirror.services.fill_limits import FillLimits
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace, is_no_space
@@ -59,6 +60,8 @@ class BlobService:
         disk: DiskSpace,
         metrics: Metrics,
         clock: Callable[[], float],
+        limits: FillLimits,
+        fetch_unreferenced: bool = True,
     ) -> None:
         self._files = files
         self._metadata = metadata
@@ -68,6 +71,8 @@ class BlobService:
         self._disk = disk
         self._metrics = metrics
         self._clock = clock
+        self._limits = limits
+        self._fetch_unreferenced = fetch_unreferenced
         self._fills: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.fills_inflight.set_function(lambda: len(self._fills))
@@ -100,9 +105,14 @@ class BlobService:
         await self._metadata.add_link(upstream.name, repo, digest)
         return size
 
-    async def open(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobSource:
-        """A stored blob, or a reader on the fill that is (or is now) downloading it."""
+    async def open(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, client: str | None = None
+    ) -> BlobSource:
+        """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
+        fill counts against the limits for `client` (its address)."""
         linked = await self._metadata.has_link(upstream.name, repo, digest)
+        if not self._fetch_unreferenced and not self._present(digest):
+            await self._refuse_unreferenced(repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send.
         size = self._stored_size(digest)
         if (size is not None or digest in self._fills) and not linked:
@@ -115,7 +125,7 @@ class BlobService:
                 return StoredBlob(self._files.path(digest), size)
             fill = self._fills.get(digest)
             if fill is None:
-                fill = self._start_fill(upstream, repo, digest)
+                fill = self._start_fill(upstream, repo, digest, client)
             else:
                 self._metrics.coalesced.inc()
             self._metrics.cache("blob", "miss")
@@ -129,6 +139,20 @@ class BlobService:
             # than the whole bound, streamed and dropped (a new fill for this client).
             size = self._stored_size(digest)
         raise Unavailable(f"download of {digest} did not settle; try again")
+
+    def _present(self, digest: Digest) -> bool:
+        return digest in self._fills or self._stored_size(digest) is not None
+
+    async def _refuse_unreferenced(self, repo: str, digest: Digest) -> None:
+        """With cache.fetch_unreferenced_blobs = false, only what a cached manifest references
+        is fetched: a client cannot fill the disk with arbitrary blobs."""
+        if await self._metadata.is_referenced(digest) or self._present(digest):
+            return
+        self._metrics.fills_refused.labels("unreferenced").inc()
+        raise BlobUnknown(
+            f"blob unknown: {repo}@{digest} is referenced by no cached manifest"
+            " (cache.fetch_unreferenced_blobs = false): pull its manifest first"
+        )
 
     def _stored_size(self, digest: Digest) -> int | None:
         """The stored blob's size; None when absent, or purged and kept only for the readers
@@ -147,12 +171,16 @@ class BlobService:
             raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
         await self._metadata.add_link(upstream.name, repo, digest)
 
-    def _start_fill(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> Fill:
+    def _start_fill(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, client: str | None
+    ) -> Fill:
+        ended = self._limits.start(len(self._fills), client)  # raises when over a bound
         fill = Fill(digest, self._files.new_temp())
         self._fills[digest] = fill
         # The fill belongs to the service, not to the request that started it: a client
         # that goes away does not stop it.
         task = asyncio.create_task(self._run_fill(fill, upstream, repo), name=f"fill {digest}")
+        task.add_done_callback(lambda _: ended())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill

@@ -162,6 +162,11 @@ class Metadata:
 
     # -- links ------------------------------------------------------------------------------
 
+    async def is_referenced(self, digest: Digest) -> bool:
+        """Whether a stored manifest points at this digest (a layer, a config, a child)."""
+        rows = await self._db.rows("SELECT 1 FROM refs WHERE child = ? LIMIT 1", (str(digest),))
+        return bool(rows)
+
     async def has_link(self, upstream: str, repo: str, digest: Digest) -> bool:
         key = (upstream, repo, digest)
         if key in self._cache.links:

@@ -10,7 +10,7 @@ from mirror.assembly import Clock, Lifetime, assemble
 from mirror.config import Config
 from mirror.web import admin_api, admin_catalog, health, middleware, registry_api
 from mirror.web.access_log import quiet_malformed_requests
-from mirror.web.appkeys import MIRROR
+from mirror.web.appkeys import GATE, MIRROR
 from mirror.web.gate import PullGate
 
 
@@ -25,6 +25,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
         middlewares.append(gate.middleware)
     app = web.Application(middlewares=middlewares)
     app[MIRROR] = mirror
+    app[GATE] = gate
     registry_api.add_routes(app)
     admin_api.add_routes(app)
     admin_catalog.add_routes(app)

@@ -16,15 +16,13 @@ from aiohttp import web
 
 from mirror.config import Config
 from mirror.config_tables import Network
-from mirror.errors import Denied, NotFound, Unauthorized
+from mirror.errors import CredentialsRequired, Denied, NotFound
 from mirror.web.htpasswd import Htpasswd
-from mirror.web.middleware import error_response
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-CHALLENGE = 'Basic realm="mirror"'
 HEALTH = ("/healthz", "/readyz")
 
 
@@ -56,9 +54,7 @@ class PullGate:
             if self._allow and not _within(self.client_address(request), self._allow):
                 raise Denied("this network may not pull from the mirror")
             if self._users is not None and not await self._authenticated(request):
-                response = error_response(Unauthorized("valid credentials are required"))
-                response.headers["WWW-Authenticate"] = CHALLENGE
-                return response
+                raise CredentialsRequired("valid credentials are required")
         return await handler(request)
 
     def client_address(self, request: web.Request) -> Address | None:

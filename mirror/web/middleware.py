@@ -93,7 +93,9 @@ def _refusal(status: int, message: str, detail: str | None) -> web.Response:
 
 
 def error_response(error: MirrorError) -> web.Response:
-    return _oci_response(error.status, error.body())
+    response = _oci_response(error.status, error.body())
+    response.headers.update(error.headers())
+    return response
 
 
 def _oci_response(status: int, body: bytes) -> web.Response:

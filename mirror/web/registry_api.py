@@ -12,7 +12,7 @@ from mirror.errors import ManifestUnknown, NotFound, PaginationInvalid, TagInval
 from mirror.reference import Digest, Reference, parse_reference
 from mirror.services.fill import BlobStream
 from mirror.upstream.router import Target
-from mirror.web.appkeys import CACHE_RESULT, MIRROR
+from mirror.web.appkeys import CACHE_RESULT, GATE, MIRROR
 from mirror.web.blob_responses import send_stored, send_stream
 from mirror.web.middleware import API_VERSION
 
@@ -117,7 +117,10 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         await head.prepare(request)
         await head.write_eof()
         return head
-    source = await service.open(target.upstream, target.repo, digest)
+    client = request.app[GATE].client_address(request)
+    source = await service.open(
+        target.upstream, target.repo, digest, None if client is None else str(client)
+    )
     streaming = isinstance(source, BlobStream)
     request[CACHE_RESULT] = headers[CACHE_HEADER] = "miss" if streaming else "hit"
     # The blob counts as in use until the last byte went out, so no purge unlinks it sooner.
