@@ -15,7 +15,15 @@ from typing import Any
 
 from yarl import URL
 
-from mirror.config_tables import Network, Section, count, networks, positive, secret
+from mirror.config_edge import (
+    AdminConfig,
+    AuthConfig,
+    ServerConfig,
+    parse_admin,
+    parse_auth,
+    parse_server,
+)
+from mirror.config_tables import Section, count, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
 
@@ -39,23 +47,6 @@ __all__ = [
 ]
 
 
-LOG_FORMATS = ("text", "json")
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "0.0.0.0"
-    port: int = 5000
-    log_format: str = "text"
-    # PEM files (the certificate may carry its chain); both or neither. Reloaded while serving.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Networks whose clients may pull (empty: everyone), and the proxies whose
-    # X-Forwarded-For is believed when they connect.
-    allow: tuple[Network, ...] = ()
-    trusted_proxies: tuple[Network, ...] = ()
-
-
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     path: Path = Path("./data")
@@ -66,18 +57,6 @@ class StorageConfig:
     max_unused_age: float = 0.0
     # Repositories or repo:tag patterns (fnmatch) never aged out nor evicted, as written.
     pinned: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    token: str | None = field(default=None, repr=False)  # None: the admin API answers 404
-    # A port of its own for /admin/, /metrics and the health checks (None: the pull port).
-    listen: tuple[str, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    htpasswd: Path | None = None  # bcrypt users who may pull; None: no credentials asked
 
 
 DEFAULT_STALE_AFTER = 5.0
@@ -130,35 +109,6 @@ class Config:
         return self.cache.tag_ttl if upstream.tag_ttl is None else upstream.tag_ttl
 
 
-def _server(section: Section) -> ServerConfig:
-    defaults = ServerConfig()
-    listen = section.take("listen")
-    log_format = section.take_str("log_format") or defaults.log_format
-    tls_cert = section.take_str("tls_cert")
-    tls_key = section.take_str("tls_key")
-    allow = networks(section, "allow")
-    trusted_proxies = networks(section, "trusted_proxies")
-    section.finish()
-    if log_format not in LOG_FORMATS:
-        raise ConfigError(f'{section.key("log_format")}: expected "text" or "json"')
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError(f"{section.key('tls_key')}: tls_cert and tls_key go together")
-    host, port = (
-        (defaults.host, defaults.port)
-        if listen is None
-        else parse_listen(listen, section.key("listen"))
-    )
-    return ServerConfig(
-        host=host,
-        port=port,
-        log_format=log_format,
-        tls_cert=None if tls_cert is None else Path(tls_cert),
-        tls_key=None if tls_key is None else Path(tls_key),
-        allow=allow,
-        trusted_proxies=trusted_proxies,
-    )
-
-
 def _storage(section: Section) -> StorageConfig:
     defaults = StorageConfig()
     path = section.take_str("path")
@@ -205,24 +155,6 @@ def _pins(value: object, key: str) -> tuple[str, ...]:
         if not _PIN.fullmatch(item):
             raise ConfigError(f'{key}: {item[:200]!r} is not a repository or "repo:tag" pattern')
     return tuple(value)
-
-
-def _admin(section: Section, server: ServerConfig) -> AdminConfig:
-    token = secret(section, "token")
-    listen_text = section.take("listen")
-    section.finish()
-    if token is not None and len(token) < 16:
-        raise ConfigError(f"{section.key('token')}: use at least 16 characters")
-    listen = None if listen_text is None else parse_listen(listen_text, section.key("listen"))
-    if listen is not None and listen[1] == server.port:
-        raise ConfigError(f"{section.key('listen')}: use another port than server.listen")
-    return AdminConfig(token=token, listen=listen)
-
-
-def _auth(section: Section) -> AuthConfig:
-    htpasswd = section.take_str("htpasswd")
-    section.finish()
-    return AuthConfig(htpasswd=None if htpasswd is None else Path(htpasswd))
 
 
 def _cache(section: Section) -> CacheConfig:
@@ -293,11 +225,11 @@ def _upstream(section: Section) -> UpstreamConfig:
 def parse_config(data: Mapping[str, Any]) -> Config:
     """Validate a TOML document (as a dict) into a Config."""
     root = Section(data, "")
-    server = _server(Section(root.take("server") or {}, "server"))
+    server = parse_server(Section(root.take("server") or {}, "server"))
     storage = _storage(Section(root.take("storage") or {}, "storage"))
     cache = _cache(Section(root.take("cache") or {}, "cache"))
-    admin = _admin(Section(root.take("admin") or {}, "admin"), server)
-    auth = _auth(Section(root.take("auth") or {}, "auth"))
+    admin = parse_admin(Section(root.take("admin") or {}, "admin"), server)
+    auth = parse_auth(Section(root.take("auth") or {}, "auth"))
     raw_upstreams = root.take("upstreams")
     root.finish()
     if raw_upstreams is None:
