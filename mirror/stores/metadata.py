@@ -1,7 +1,9 @@
 """The local side's index in SQLite: tags as resolved, manifests by digest, blobs, repo links.
 
-The only code that speaks SQL. Reads run as one `execute_fetchall` call, so no cursor stays
-open across an await; writes run one transaction at a time (stores/database.py).
+The index's SQL lives in the stores package: here, and beside it in sweep.py (purges and
+retention by the reference graph), catalog.py (read-only listings), pull_times.py (batched pull
+times) and schema.py. Reads run as one `execute_fetchall` call, so no cursor stays open across an
+await; writes run one transaction at a time (stores/database.py).
 
 Tags, manifests and links are records of what was fetched: when the disk is full they stay
 in the read cache only (served by this process, fetched again after a restart). A blob row
@@ -206,24 +208,9 @@ class Metadata:
 
     async def flush_pulls(self) -> None:
         """Write the batched pull times of tags and of manifests in their repositories."""
-        tags, manifests = self._pulls.take()
-        if not tags and not manifests:
-            return
-
-        async def statements(db: aiosqlite.Connection) -> None:
-            # UPDATE only: a pull must not bring back a row a purge removed meanwhile.
-            await db.executemany(
-                "UPDATE tags SET pulled_at = max(coalesce(pulled_at, 0), ?)"
-                " WHERE upstream = ? AND repo = ? AND tag = ?",
-                [(when, *key) for key, when in tags.items()],
-            )
-            await db.executemany(
-                "UPDATE links SET pulled_at = max(coalesce(pulled_at, 0), ?)"
-                " WHERE upstream = ? AND repo = ? AND digest = ?",
-                [(when, up, repo, str(digest)) for (up, repo, digest), when in manifests.items()],
-            )
-
-        await self._remember("pull times", statements)
+        statements = self._pulls.take_statements()
+        if statements is not None:
+            await self._remember("pull times", statements)
 
     # -- blobs ------------------------------------------------------------------------------
 

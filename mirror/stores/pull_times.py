@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+import aiosqlite
 
 from mirror.reference import Digest
 
@@ -26,7 +29,25 @@ class PullTimes:
             self.tags[(upstream, repo, tag)] = when
         self.manifests[(upstream, repo, digest)] = when
 
-    def take(self) -> tuple[dict[TagKey, float], dict[LinkKey, float]]:
-        taken = self.tags, self.manifests
+    def take_statements(self) -> Callable[[aiosqlite.Connection], Awaitable[None]] | None:
+        """The batch so far as one transaction's statements (None when empty); the batch
+        starts anew."""
+        tags, manifests = self.tags, self.manifests
+        if not tags and not manifests:
+            return None
         self.tags, self.manifests = {}, {}
-        return taken
+
+        async def statements(db: aiosqlite.Connection) -> None:
+            # UPDATE only: a pull must not bring back a row a purge removed meanwhile.
+            await db.executemany(
+                "UPDATE tags SET pulled_at = max(coalesce(pulled_at, 0), ?)"
+                " WHERE upstream = ? AND repo = ? AND tag = ?",
+                [(when, *key) for key, when in tags.items()],
+            )
+            await db.executemany(
+                "UPDATE links SET pulled_at = max(coalesce(pulled_at, 0), ?)"
+                " WHERE upstream = ? AND repo = ? AND digest = ?",
+                [(when, up, repo, str(digest)) for (up, repo, digest), when in manifests.items()],
+            )
+
+        return statements
