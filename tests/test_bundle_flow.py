@@ -1,0 +1,188 @@
+"""Air-gapped CI end to end: lock and export on the connected side, import on the inside.
+
+The connected side is a mirror process in front of the session's real docker-registry. The
+inside is a fresh mirror with `offline = true` whose upstream URL is a port nothing listens
+on; what skopeo pulls from it must be byte-identical to a direct pull from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support.bundles import cache_state, mirror_cli
+from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
+from support.procs import free_port
+from support.registry import Registry
+from support.skopeo import Skopeo, diff_dirs
+
+TOKEN = "bundle-test-token"
+IMAGES_TXT = """\
+# what the inside network runs
+alpine:3.19 --platform linux/arm64     # a Docker manifest list: one platform kept
+test/oci:v1                            # a single OCI image
+test/index:v1                          # an OCI index: every platform
+docker.io/test/list:v1 --platform linux/amd64
+"""
+# (full reference in the bundle, name as pushed, skopeo's --override-arch or None for --all)
+PULLS = [
+    ("docker.io/library/alpine:3.19", "alpine:3.19", "arm64"),
+    ("docker.io/test/oci:v1", "test/oci:v1", None),
+    ("docker.io/test/index:v1", "test/index:v1", None),
+    ("docker.io/test/index:v1", "test/index:v1", "arm64"),
+    ("docker.io/test/list:v1", "test/list:v1", "amd64"),
+]
+
+
+def inside_mirror(mirror_processes: MirrorProcesses, root: Path) -> MirrorProcess:
+    """A mirror that cannot reach anything: offline, its upstream a port nobody listens on."""
+    config = process_config(f"http://127.0.0.1:{free_port()}", root / "inside-data")
+    config["upstreams"][0]["offline"] = True
+    config["admin"] = {"token": TOKEN}
+    return mirror_processes(config=config)
+
+
+def pull(skopeo: Skopeo, source: str, dest: Path, arch: str | None) -> Path:
+    """skopeo copy SOURCE dir:DEST, every platform (arch None) or one."""
+    global_args = ["--override-arch", arch, "--override-os", "linux"] if arch else []
+    args = ["--quiet", "--src-tls-verify=false", f"--tmpdir={skopeo.tmpdir}"]
+    if source.startswith("docker://"):
+        args.append("--src-no-creds")
+    if arch is None:
+        args.append("--all")
+    skopeo.run(*global_args, "copy", *args, source, f"dir:{dest}")
+    return dest
+
+
+@pytest.fixture
+def bundle(
+    registry: Registry, mirror_processes: MirrorProcesses, tmp_path: Path
+) -> tuple[Path, Path]:
+    """images.txt locked and exported through a connected mirror: (lock, bundle.tar)."""
+    outside = mirror_processes(registry.url)
+    (tmp_path / "images.txt").write_text(IMAGES_TXT)
+    lock = tmp_path / "images.lock"
+    run = mirror_cli("lock", str(tmp_path / "images.txt"), "-o", str(lock), "--server", outside.url)
+    assert run.returncode == 0, run.stderr
+    tar = tmp_path / "bundle.tar"
+    run = mirror_cli("export", "--lock", str(lock), "-o", str(tar), "--server", outside.url)
+    assert run.returncode == 0, run.stderr
+    return lock, tar
+
+
+def test_lock_pins_each_tag_with_the_platforms_chosen(
+    registry: Registry, bundle: tuple[Path, Path]
+) -> None:
+    lock = json.loads(bundle[0].read_text())
+    images = lock["images"]
+    assert sorted(images) == [
+        "docker.io/library/alpine:3.19",
+        "docker.io/test/index:v1",
+        "docker.io/test/list:v1",
+        "docker.io/test/oci:v1",
+    ]
+    for reference, name in [(r, n) for r, n, _ in PULLS]:
+        assert images[reference]["digest"] == registry.images[name].digest
+    alpine = images["docker.io/library/alpine:3.19"]
+    assert [m["platform"] for m in alpine["manifests"]] == ["linux/arm64"]
+    index = images["docker.io/test/index:v1"]
+    assert sorted(m["platform"] for m in index["manifests"]) == ["linux/amd64", "linux/arm64"]
+    oci = images["docker.io/test/oci:v1"]
+    assert [m["digest"] for m in oci["manifests"]] == [registry.images["test/oci:v1"].digest]
+    assert oci["size"] > sum(1 for _ in registry.images["test/oci:v1"].blobs)
+    # Stable: the same set locked again is the same text but for the resolution times.
+    assert bundle[0].read_text().endswith("\n")
+
+
+def test_skopeo_reads_the_exported_bundle(
+    registry: Registry, skopeo: Skopeo, bundle: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, tar = bundle
+    for n, (reference, name, arch) in enumerate(PULLS):
+        direct = pull(
+            skopeo,
+            f"docker://{registry.host}/{registry.images[name].ref}",
+            tmp_path / f"d{n}",
+            arch,
+        )
+        got = pull(skopeo, f"oci-archive:{tar}:{reference}", tmp_path / f"b{n}", arch)
+        assert not diff_dirs(direct, got), (reference, arch, diff_dirs(direct, got))
+
+
+def test_inside_mirror_serves_the_imported_bundle_with_no_upstream(
+    registry: Registry,
+    skopeo: Skopeo,
+    mirror_processes: MirrorProcesses,
+    bundle: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    lock, tar = bundle
+    inside = inside_mirror(mirror_processes, tmp_path)
+    run = mirror_cli("import", str(tar), "--server", inside.url, token=TOKEN)
+    assert run.returncode == 0, run.stderr
+    report = run.json()
+    assert sorted(report["images"]) == sorted({r for r, _, _ in PULLS})
+    assert report["blobs_added"] == report["blobs"] > 0
+
+    for n, (_, name, arch) in enumerate(PULLS):
+        direct = pull(
+            skopeo,
+            f"docker://{registry.host}/{registry.images[name].ref}",
+            tmp_path / f"d{n}",
+            arch,
+        )
+        got = pull(skopeo, f"docker://{inside.host}/{name}", tmp_path / f"i{n}", arch)
+        assert not diff_dirs(direct, got), (name, arch, diff_dirs(direct, got))
+    # A platform that was not locked is not there (and nothing is asked upstream for it).
+    with pytest.raises(RuntimeError):
+        pull(skopeo, f"docker://{inside.host}/alpine:3.19", tmp_path / "amd64", "amd64")
+
+    run = mirror_cli("verify", "--lock", str(lock), "--server", inside.url, token=TOKEN)
+    assert run.returncode == 0, run.stderr
+    assert run.json()["missing"] == []
+
+    # One blob gone (row and file, through the admin API): verify names it.
+    gone = sorted(registry.images["test/oci:v1"].blobs)[0]
+    request = urllib.request.Request(f"{inside.url}/admin/blobs/{gone}", method="DELETE")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    run = mirror_cli("verify", "--lock", str(lock), "--server", inside.url, token=TOKEN)
+    assert run.returncode == 1
+    assert f"docker.io/test/oci:v1: blob {gone} missing" in run.stderr
+
+
+def test_import_into_a_stopped_data_folder(
+    registry: Registry,
+    skopeo: Skopeo,
+    mirror_processes: MirrorProcesses,
+    bundle: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    lock, tar = bundle
+    inside = inside_mirror(mirror_processes, tmp_path)
+    inside.stop()
+    config = str(inside.config_path)
+    run = mirror_cli("import", "--config", config, str(tar))
+    assert run.returncode == 0, run.stderr
+    run = mirror_cli("verify", "--lock", str(lock), "--config", config)
+    assert run.returncode == 0, run.stderr
+    # Importing the same bundle again adds nothing and changes nothing.
+    before = cache_state(inside.data)
+    run = mirror_cli("import", "--config", config, str(tar))
+    assert run.returncode == 0, run.stderr
+    assert run.json()["blobs_added"] == 0
+    assert cache_state(inside.data) == before
+
+    inside.start()
+    for n, (_, name, arch) in enumerate(PULLS):
+        direct = pull(
+            skopeo,
+            f"docker://{registry.host}/{registry.images[name].ref}",
+            tmp_path / f"d{n}",
+            arch,
+        )
+        got = pull(skopeo, f"docker://{inside.host}/{name}", tmp_path / f"i{n}", arch)
+        assert not diff_dirs(direct, got), (name, arch, diff_dirs(direct, got))
