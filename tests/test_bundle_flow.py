@@ -12,13 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.bundles import cache_state, mirror_cli
-from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
-from support.procs import free_port
+from support.bundles import TOKEN, cache_state, inside_mirror, lock_and_export, mirror_cli, pull
+from support.mirror_process import MirrorProcesses
 from support.registry import Registry
 from support.skopeo import Skopeo, diff_dirs
 
-TOKEN = "bundle-test-token"
 IMAGES_TXT = """\
 # what the inside network runs
 alpine:3.19 --platform linux/arm64     # a Docker manifest list: one platform kept
@@ -36,40 +34,12 @@ PULLS = [
 ]
 
 
-def inside_mirror(mirror_processes: MirrorProcesses, root: Path) -> MirrorProcess:
-    """A mirror that cannot reach anything: offline, its upstream a port nobody listens on."""
-    config = process_config(f"http://127.0.0.1:{free_port()}", root / "inside-data")
-    config["upstreams"][0]["offline"] = True
-    config["admin"] = {"token": TOKEN}
-    return mirror_processes(config=config)
-
-
-def pull(skopeo: Skopeo, source: str, dest: Path, arch: str | None) -> Path:
-    """skopeo copy SOURCE dir:DEST, every platform (arch None) or one."""
-    global_args = ["--override-arch", arch, "--override-os", "linux"] if arch else []
-    args = ["--quiet", "--src-tls-verify=false", f"--tmpdir={skopeo.tmpdir}"]
-    if source.startswith("docker://"):
-        args.append("--src-no-creds")
-    if arch is None:
-        args.append("--all")
-    skopeo.run(*global_args, "copy", *args, source, f"dir:{dest}")
-    return dest
-
-
 @pytest.fixture
 def bundle(
     registry: Registry, mirror_processes: MirrorProcesses, tmp_path: Path
 ) -> tuple[Path, Path]:
-    """images.txt locked and exported through a connected mirror: (lock, bundle.tar)."""
-    outside = mirror_processes(registry.url)
-    (tmp_path / "images.txt").write_text(IMAGES_TXT)
-    lock = tmp_path / "images.lock"
-    run = mirror_cli("lock", str(tmp_path / "images.txt"), "-o", str(lock), "--server", outside.url)
-    assert run.returncode == 0, run.stderr
-    tar = tmp_path / "bundle.tar"
-    run = mirror_cli("export", "--lock", str(lock), "-o", str(tar), "--server", outside.url)
-    assert run.returncode == 0, run.stderr
-    return lock, tar
+    """IMAGES_TXT locked and exported through a connected mirror: (lock, bundle.tar)."""
+    return lock_and_export(mirror_processes(registry.url).url, IMAGES_TXT, tmp_path)
 
 
 def test_lock_pins_each_tag_with_the_platforms_chosen(

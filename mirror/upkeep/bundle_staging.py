@@ -52,7 +52,7 @@ def stage_tar(source: IO[bytes] | io.RawIOBase, files: BlobFiles) -> Staged:
     try:
         with tarfile.open(fileobj=source, mode="r|*") as tar:
             for member in tar:
-                current = member.name
+                current = _described(member.name)
                 _stage_member(tar, member, staged, files)
     except BundleRefused:
         staged.discard()
@@ -64,6 +64,12 @@ def stage_tar(source: IO[bytes] | io.RawIOBase, files: BlobFiles) -> Staged:
         staged.discard()
         raise
     return staged
+
+
+def _described(name: str) -> str:
+    """`blob sha256:…` for a blob's member (the digest an operator looks for), else the name."""
+    parts = os.path.normpath(name).lstrip("/").split("/")
+    return f"blob {parts[1]}:{parts[2]}" if len(parts) == 3 and parts[0] == "blobs" else name
 
 
 def _stage_member(

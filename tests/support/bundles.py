@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .procs import subprocess_env
+from .mirror_process import MirrorProcess, MirrorProcesses, process_config
+from .procs import free_port, subprocess_env
+from .skopeo import Skopeo
 
 CLI_TIMEOUT = 100.0
+TOKEN = "bundle-test-token"  # the inside mirror's admin token
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +81,36 @@ def largest_blob(bundle: Path) -> tuple[str, int, int]:
         key=lambda item: item[1][1],
     )
     return "sha256:" + name.rsplit("/", 1)[1], offset, size
+
+
+def inside_mirror(processes: MirrorProcesses, root: Path) -> MirrorProcess:
+    """A mirror that cannot reach anything: offline, its upstream a port nobody listens on."""
+    config = process_config(f"http://127.0.0.1:{free_port()}", root / "inside-data")
+    config["upstreams"][0]["offline"] = True
+    config["admin"] = {"token": TOKEN}
+    return processes(config=config)
+
+
+def pull(skopeo: Skopeo, source: str, dest: Path, arch: str | None) -> Path:
+    """skopeo copy SOURCE dir:DEST, every platform (arch None) or one."""
+    global_args = ["--override-arch", arch, "--override-os", "linux"] if arch else []
+    args = ["--quiet", "--src-tls-verify=false", f"--tmpdir={skopeo.tmpdir}"]
+    if source.startswith("docker://"):
+        args.append("--src-no-creds")
+    if arch is None:
+        args.append("--all")
+    skopeo.run(*global_args, "copy", *args, source, f"dir:{dest}")
+    return dest
+
+
+def lock_and_export(server: str, images_txt: str, root: Path) -> tuple[Path, Path]:
+    """images.txt locked and exported through the mirror at `server`: (lock, bundle.tar)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images.txt").write_text(images_txt)
+    lock = root / "images.lock"
+    run = mirror_cli("lock", str(root / "images.txt"), "-o", str(lock), "--server", server)
+    assert run.returncode == 0, run.stderr
+    tar = root / "bundle.tar"
+    run = mirror_cli("export", "--lock", str(lock), "-o", str(tar), "--server", server)
+    assert run.returncode == 0, run.stderr
+    return lock, tar
