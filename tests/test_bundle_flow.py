@@ -156,3 +156,33 @@ def test_import_into_a_stopped_data_folder(
         )
         got = pull(skopeo, f"docker://{inside.host}/{name}", tmp_path / f"i{n}", arch)
         assert not diff_dirs(direct, got), (name, arch, diff_dirs(direct, got))
+
+
+def test_an_imported_tag_older_than_its_ttl_is_served_offline_without_warning(
+    registry: Registry,
+    mirror_processes: MirrorProcesses,
+    bundle: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    lock, _ = bundle
+    # The lock as if resolved years ago: the import records that age; offline, it is served.
+    old = json.loads(lock.read_text())
+    for entry in old["images"].values():
+        entry["resolvedAt"] = "2020-01-01T00:00:00Z"
+    lock.write_text(json.dumps(old))
+    outside = mirror_processes(registry.url)
+    tar = tmp_path / "old.tar"
+    run = mirror_cli("export", "--lock", str(lock), "-o", str(tar), "--server", outside.url)
+    assert run.returncode == 0, run.stderr
+    inside = inside_mirror(mirror_processes, tmp_path)
+    run = mirror_cli("import", str(tar), "--server", inside.url, token=TOKEN)
+    assert run.returncode == 0, run.stderr
+
+    request = urllib.request.Request(
+        f"{inside.url}/v2/test/oci/manifests/v1",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Docker-Content-Digest"] == registry.images["test/oci:v1"].digest
+        assert response.headers["Warning"] is None

@@ -63,7 +63,7 @@ class ImportReport:
     blobs_added: int = 0
     bytes_added: int = 0
     kept_newer: list[str] = field(default_factory=list)  # tags the cache resolved later
-    unnamed: list[str] = field(default_factory=list)  # entries without a reference: not tagged
+    unnamed: list[str] = field(default_factory=list)  # entries with no reference: left out
 
 
 class BundleImporter:
@@ -110,13 +110,14 @@ class BundleImporter:
         plan = Plan()
         for entry in entries:
             digest, size, media_type = _descriptor(entry, "index.json")
-            reachable: set[Digest] = set()
-            self._walk(staged, plan, digest, size, media_type, reachable, required=True, depth=0)
             annotations = entry.get("annotations") or {}
             name = annotations.get(REF_NAME)
             if not isinstance(name, str):
+                # No repository to hold it under: unreachable in the cache, so not imported.
                 plan.unnamed.append(str(digest))
                 continue
+            reachable: set[Digest] = set()
+            self._walk(staged, plan, digest, size, media_type, reachable, required=True, depth=0)
             try:
                 reference = parse_image(name)
                 when = annotations.get(RESOLVED_AT)
