@@ -8,11 +8,19 @@ on; what skopeo pulls from it must be byte-identical to a direct pull from the r
 from __future__ import annotations
 
 import json
+import tarfile
 import urllib.request
 from pathlib import Path
 
 import pytest
-from support.bundles import TOKEN, cache_state, inside_mirror, lock_and_export, mirror_cli, pull
+from support.bundles import (
+    TOKEN,
+    cache_state,
+    inside_mirror,
+    lock_and_export,
+    mirror_cli,
+    pull,
+)
 from support.mirror_process import MirrorProcesses
 from support.registry import Registry
 from support.skopeo import Skopeo, diff_dirs
@@ -67,9 +75,25 @@ def test_lock_pins_each_tag_with_the_platforms_chosen(
 
 
 def test_skopeo_reads_the_exported_bundle(
-    registry: Registry, skopeo: Skopeo, bundle: tuple[Path, Path], tmp_path: Path
+    registry: Registry,
+    skopeo: Skopeo,
+    mirror_processes: MirrorProcesses,
+    bundle: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
-    _, tar = bundle
+    lock, tar = bundle
+    # Each blob once, though test/oci, test/index and test/list share their base layer.
+    with tarfile.open(tar) as archive:
+        names = archive.getnames()
+    assert len(names) == len(set(names))
+    shared = registry.images["test/oci:v1"].blobs & registry.images["test/list:v1"].blobs
+    assert shared and all(f"blobs/sha256/{d.removeprefix('sha256:')}" in names for d in shared)
+    assert (names[0], names[-1]) == ("oci-layout", "index.json")
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    outside = mirror_processes(registry.url)
+    run = mirror_cli("export", "--lock", str(lock), "-o", str(layout), "--server", outside.url)
+    assert run.returncode == 0, run.stderr
     for n, (reference, name, arch) in enumerate(PULLS):
         direct = pull(
             skopeo,
@@ -77,6 +101,8 @@ def test_skopeo_reads_the_exported_bundle(
             tmp_path / f"d{n}",
             arch,
         )
+        got = pull(skopeo, f"oci:{layout}:{reference}", tmp_path / f"l{n}", arch)
+        assert not diff_dirs(direct, got), (reference, arch, diff_dirs(direct, got))
         got = pull(skopeo, f"oci-archive:{tar}:{reference}", tmp_path / f"b{n}", arch)
         assert not diff_dirs(direct, got), (reference, arch, diff_dirs(direct, got))
 

@@ -24,6 +24,9 @@ from mirror.web.appkeys import MIRROR
 
 LOCK_LIMIT = 64 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# One chunk of the body, at most this long in coming: a client that stalls (or a server that
+# stops meanwhile) ends the worker thread instead of leaving it waiting for ever.
+CHUNK_TIMEOUT = 300.0
 
 
 class BodyReader(io.RawIOBase):
@@ -37,7 +40,8 @@ class BodyReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         wanted = min(len(buffer), READ_CHUNK)
-        chunk = asyncio.run_coroutine_threadsafe(self._body.read(wanted), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(self._body.read(wanted), self._loop)
+        chunk = future.result(timeout=CHUNK_TIMEOUT)
         buffer[: len(chunk)] = chunk
         return len(chunk)
 
