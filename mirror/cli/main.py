@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify", "re-hash every stored blob; remove corrupt ones (exit 1 if any)"),
     ):
         _target_options(commands.add_parser(name, help=text))
+    _bundle_commands(commands)
     warm = commands.add_parser("warm", help="pull images through a running mirror to cache them")
     warm.add_argument("--server", required=True, help="the mirror's URL")
     warm.add_argument(
@@ -79,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="report what would be removed, remove nothing"
     )
     return parser
+
+
+def _bundle_commands(commands: Any) -> None:
+    """lock, export, import, and verify's --lock (docs/airgapped.md)."""
+    verify = commands.choices["verify"]
+    verify.add_argument("--lock", help="instead: is every image of this lock complete here?")
+    lock = commands.add_parser("lock", help="pin an image set's tags to digests, via a mirror")
+    lock.add_argument("images", help="images.txt: one image a line (- for stdin)")
+    lock.add_argument("-o", "--output", required=True, help="the lock file to write")
+    lock.add_argument("--server", required=True, help="the mirror's URL")
+    lock.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="os/arch[/variant] to keep from indexes, for lines without their own",
+    )
+    export = commands.add_parser("export", help="write locked images as an OCI layout bundle")
+    export.add_argument("--lock", required=True, help="the lock file (mirror lock)")
+    export.add_argument("-o", "--output", required=True, help="bundle.tar, or DIR/")
+    export.add_argument("--server", required=True, help="the mirror's URL")
+    imported = commands.add_parser("import", help="add an OCI layout bundle to the cache")
+    _target_options(imported)
+    imported.add_argument("bundle", help="a tar (mirror export, skopeo oci-archive) or a DIR")
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "warm":  # a client of a running mirror: no config of its own
         return warm(args)
+    if args.command in ("lock", "export"):  # clients of a running mirror too
+        return _client_command(args)
     try:
         config = effective_config(args)
     except ConfigError as exc:
@@ -163,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(config, args.log_level, renamed_settings(args))
     try:
-        result = operate(args, config)
+        result = _bundle_operation(args, config) or operate(args, config)
     except StartupError as exc:
         exc.setting = renamed_settings(args).get(exc.setting, exc.setting)
         hint = "; stop it, or use --server" if isinstance(exc, DataFolderLocked) else ""
@@ -176,6 +202,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(result, args.repository))
         return 0
     print(json.dumps(result, indent=2))
-    if args.command == "verify" and result.get("corrupt"):
+    if args.command == "verify" and (result.get("corrupt") or result.get("missing")):
+        for line in result.get("missing") or []:
+            print(f"mirror verify: {line}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from mirror.cli import bundles
+
+    run = bundles.lock if args.command == "lock" else bundles.export
+    try:
+        result = run(args)
+    except OperationError as exc:
+        print(f"mirror {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    bundles.print_json(result)
+    return 0
+
+
+def _bundle_operation(args: argparse.Namespace, config: Config) -> dict[str, Any] | None:
+    """import, and verify --lock; None for the other commands."""
+    from mirror.cli import bundles
+
+    if args.command == "import":
+        return bundles.import_bundle(args, config)
+    if args.command == "verify" and args.lock:
+        return bundles.verify_lock(args, config)
+    return None

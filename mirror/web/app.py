@@ -8,7 +8,14 @@ from aiohttp import web
 
 from mirror.assembly import Clock, Lifetime, assemble
 from mirror.config import Config
-from mirror.web import admin_api, admin_catalog, health, middleware, registry_api
+from mirror.web import (
+    admin_api,
+    admin_catalog,
+    admin_import,
+    health,
+    middleware,
+    registry_api,
+)
 from mirror.web.access_log import quiet_malformed_requests
 from mirror.web.appkeys import GATE, MIRROR
 from mirror.web.gate import PullGate
@@ -29,6 +36,7 @@ def create_app(config: Config, clock: Clock | None = None) -> web.Application:
     registry_api.add_routes(app)
     admin_api.add_routes(app)
     admin_catalog.add_routes(app)
+    admin_import.add_routes(app)  # bundles and locks (docs/airgapped.md)
     health.add_routes(app)
     for lifetime in mirror.lifetimes():
         app.cleanup_ctx.append(_cleanup_ctx(lifetime))
