@@ -78,6 +78,7 @@ class Mirror:
     manifests: ManifestService
     blobs: BlobService
     tag_lists: TagListService
+    clock: Clock  # time.time, or a test's clock: every service and admin action reads this one
 
     def lifetimes(self) -> list[Lifetime]:
         """Opened in this order, closed in reverse. Nothing contacts an upstream until a
@@ -101,7 +102,8 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
-    pinned = partial(Sweeper(metadata).pinned, pins) if pins else None
+    # Asked at each eviction: pins come from the config, locked tags from bundle imports.
+    pinned = partial(Sweeper(metadata).pinned, pins)
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned)
     metrics.storage_full.set_function(lambda: float(disk.full))
     return Stores(lock, metadata, files, ledger, leases, keeper, disk, Catalog(metadata.database))
@@ -159,7 +161,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)
     metrics.storage_limit.set(config.storage.max_size)
     tag_lists = TagListService(stores.metadata, metrics)
-    return Mirror(config, metrics, stores, upkeep, router, manifests, blobs, tag_lists)
+    return Mirror(config, metrics, stores, upkeep, router, manifests, blobs, tag_lists, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ byte; eviction under max_size passes pinned content by, even when that leaves it
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from support.poll import eventually
 DAY = 86400.0
 KB = 1000
 MIB = 1024 * 1024
+TOKEN = "retention-admin-token-0123456789"
 
 
 @pytest.fixture
@@ -233,3 +237,76 @@ async def test_eviction_passes_pinned_content_by_even_over_max_size(
     await pull(session, mirror, first)
     await pull(session, mirror, second)
     assert hub.count() == 0
+
+
+def bundle_of(hub: FakeHub, image: FakeImage, resolved_at: str) -> bytes:
+    """An OCI image layout of one image, as `mirror export` or skopeo writes it, in a tar."""
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": image.media_type,
+                "digest": image.manifest_digest,
+                "size": len(image.manifest_bytes),
+                "annotations": {
+                    "org.opencontainers.image.ref.name": f"docker.io/{image.repo}:{image.tag}",
+                    "mirror.resolved-at": resolved_at,
+                },
+            }
+        ],
+    }
+    files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode()}
+    files[f"blobs/sha256/{image.manifest_digest.split(':')[1]}"] = image.manifest_bytes
+    for digest in blobs_of(image):
+        files[f"blobs/sha256/{digest.split(':')[1]}"] = hub.content.blob_bytes[digest]
+    files["index.json"] = json.dumps(index).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    return out.getvalue()
+
+
+async def test_imported_images_are_neither_aged_out_nor_evicted(
+    retention_config: dict[str, Any],
+    hub: FakeHub,
+    make_mirror: MakeMirror,
+    clock: FakeClock,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A bundle's images are what an air-gapped site chose (its lock): only a purge removes
+    them, while what clients merely pulled ages out and is evicted around them."""
+    retention_config["storage"]["pinned"] = []
+    chosen = hub.add_image(
+        "myorg/chosen", "v1", [hub.make_blob(300 * KB, seed=40 + n) for n in (0, 1)]
+    )
+    old = hub.add_image("myorg/old", "v1", [hub.make_blob(300 * KB, seed=50)])
+    later = hub.add_image("myorg/later", "v1", [hub.make_blob(300 * KB, seed=60)])
+    mirror = await make_mirror(max_size="1MB", low_water=1.0, admin_token=TOKEN)
+    data = data_dir(tmp_path)
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = bundle_of(hub, chosen, "2020-01-01T00:00:00Z")  # resolved long ago, imported now
+    async with session.post(mirror.make_url("/admin/import"), data=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+    hub.reset_counts()
+    await pull(session, mirror, old)
+    chosen_blobs = blobs_of(chosen)
+
+    # Over max_size: the least recently used blobs are the imported ones, and they stay.
+    await pull(session, mirror, later)
+    state = assert_consistent(data)
+    assert chosen_blobs <= set(state.rows), "eviction took an imported blob"
+    assert old.layer_digests[0] not in state.rows  # what was only pulled made the room
+
+    # Past max_unused_age: what was pulled ages out, the import does not.
+    clock.advance(31 * DAY)
+    await eventually(lambda: read_store(data).tags == 1, what="retention removed pulled tags")
+    state = assert_consistent(data)
+    assert set(state.rows) == chosen_blobs
+    hub.reset_counts()
+    await pull(session, mirror, chosen)
+    assert hub.count(server="cdn") == 0

@@ -18,7 +18,8 @@ from mirror.stores.records import BlobRow
 
 log = logging.getLogger(__name__)
 
-# The blobs pinned tags reach (Sweeper.pinned over storage.pinned), asked at each eviction.
+# The blobs pinned and locked tags reach (Sweeper.pinned: storage.pinned and tags imported
+# from bundles), asked at each eviction.
 PinnedContent = Callable[[], Awaitable[set[Digest]]]
 EVICT_BATCH = 500  # blobs whose rows and files go in one event-loop step
 
@@ -43,7 +44,7 @@ class BlobKeeper:
         pinned: PinnedContent | None = None,
     ) -> None:
         self._metadata = metadata
-        self._pinned = pinned  # what storage.pinned reaches: eviction passes it by
+        self._pinned = pinned  # what pinned and locked tags reach: eviction passes it by
         self._files = files
         self._ledger = ledger
         self._leases = leases

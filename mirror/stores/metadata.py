@@ -87,10 +87,22 @@ class Metadata:
             self._cache.put_tag(key, found)
         return found
 
-    async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow, ttl: float) -> None:
+    async def put_tag(
+        self,
+        upstream: str,
+        repo: str,
+        tag: str,
+        row: TagRow,
+        ttl: float,
+        *,
+        locked: bool = False,
+        pulled_at: float | None = None,
+    ) -> None:
         """Record a resolution. `fetched_at` is what this version reads; `expires_at` (the
         resolution plus the TTL of the time) is written only for an older version that might
-        open the folder after a downgrade, and is never read here."""
+        open the folder after a downgrade, and is never read here. A `locked` tag (imported
+        from a bundle: what an air-gapped site chose) is never aged out nor evicted; only a
+        purge removes it."""
 
         async def statements(db: aiosqlite.Connection) -> None:
             values = (str(row.digest), row.media_type, row.resolved_at, row.resolved_at + ttl)
@@ -98,11 +110,11 @@ class Metadata:
             # first batch of pull times is flushed); a re-resolution keeps its pull time.
             await db.execute(
                 "INSERT INTO tags (upstream, repo, tag, digest, media_type, fetched_at,"
-                " expires_at, pulled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " expires_at, pulled_at, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO UPDATE SET digest = excluded.digest,"
                 " media_type = excluded.media_type, fetched_at = excluded.fetched_at,"
-                " expires_at = excluded.expires_at",
-                (upstream, repo, tag, *values, row.resolved_at),
+                " expires_at = excluded.expires_at, locked = max(locked, excluded.locked)",
+                (upstream, repo, tag, *values, pulled_at or row.resolved_at, int(locked)),
             )
             self._cache.put_tag((upstream, repo, tag), row)
 

@@ -58,6 +58,13 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE tags SET pulled_at = fetched_at;
     UPDATE links SET pulled_at = (SELECT created_at FROM manifests WHERE digest = links.digest);
     """,
+    """
+    -- 1: a tag imported from a bundle, what an air-gapped site chose: retention and eviction
+    -- pass it (and all it reaches) by; only a purge removes it.
+    ALTER TABLE tags ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+    -- Purges, the catalog and retention look links up by digest.
+    CREATE INDEX links_by_digest ON links (digest);
+    """,
 )
 
 

@@ -115,7 +115,7 @@ class Sweeper:
             selection = Selection(read_since=cutoff)
             rows = await db.execute_fetchall(
                 "SELECT upstream, repo, tag, digest FROM tags"
-                " WHERE coalesce(pulled_at, fetched_at) < ?",
+                " WHERE coalesce(pulled_at, fetched_at) < ? AND NOT locked",
                 (cutoff,),
             )
             selection.tags = [(u, r, t, d) for u, r, t, d in rows if not pins.tag(u, r, t)]
@@ -143,12 +143,13 @@ class Sweeper:
         return await self._sweep(select, dry_run=False)
 
     async def pinned(self, pins: Pins) -> set[Digest]:
-        """Everything pinned tags (and pinned repositories' by-digest pulls) reach: what
-        eviction must pass by."""
-        if not pins:
-            return set()
+        """Everything pinned and locked tags (and pinned repositories' by-digest pulls) reach:
+        what eviction must pass by."""
         rows = self._metadata.database.rows
-        roots = {d for u, r, t, d in await rows(TAGS) if pins.tag(u, r, t)}
+        roots = {str(d) for (d,) in await rows("SELECT digest FROM tags WHERE locked")}
+        if not pins and not roots:
+            return set()
+        roots |= {d for u, r, t, d in await rows(TAGS) if pins.tag(u, r, t)}
         pulled = await rows("SELECT upstream, repo, digest FROM links WHERE pulled_at NOT NULL")
         roots |= {d for u, r, d in pulled if pins.repository(u, r)}
         reached, _ = await closure(rows, roots)

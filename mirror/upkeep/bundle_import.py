@@ -245,8 +245,16 @@ class BundleImporter:
             report.kept_newer.append(str(image.reference))
             return
         row = TagRow(image.digest, image.media_type, image.resolved_at)
+        # Locked: the site chose this image; retention and eviction leave it alone. Counted as
+        # pulled on import, not at export time, for the catalog.
         await self._metadata.put_tag(
-            upstream.name, repo, tag, row, self._config.tag_ttl_for(upstream)
+            upstream.name,
+            repo,
+            tag,
+            row,
+            self._config.tag_ttl_for(upstream),
+            locked=True,
+            pulled_at=self._clock(),
         )
 
 

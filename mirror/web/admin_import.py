@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from typing import Any
 
 from aiohttp import StreamReader, web
@@ -50,7 +49,7 @@ async def import_bundle(request: web.Request) -> dict[str, Any]:
     mirror = request.app[MIRROR]
     stores = mirror.stores
     importer = BundleImporter(
-        stores.metadata, stores.files, stores.keeper, stores.ledger, mirror.config, time.time
+        stores.metadata, stores.files, stores.keeper, stores.ledger, mirror.config, mirror.clock
     )
     try:
         report = await importer.import_tar(BodyReader(request.content, asyncio.get_running_loop()))
