@@ -15,6 +15,7 @@ certificate verification for such a mirror: the dockerd tests reach the mirror a
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 import trustme
 from support.images import Image
 from support.mirror_process import MirrorProcess, MirrorProcesses
-from support.procs import keep_log
+from support.procs import keep_log, need
 from support.registry import Registry
 from support.tls import MIRROR_NAMES, install, tls_config, trusting, write_ca
 
@@ -37,6 +38,7 @@ UNTRUSTED = ("x509", "certificate signed by unknown authority")
 # Not in 127.0.0.0/8, which dockerd never verifies; on the sandbox's `lo` (TEST-NET-1: an
 # address for documentation, routed nowhere, and the sandbox has no route anywhere anyway).
 MIRROR_ADDRESS = "192.0.2.1"
+USER = ("puller", "pull-s3cret")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +57,18 @@ def mirror(
     request: pytest.FixtureRequest,
 ) -> MirrorProcess:
     """A fresh mirror serving TLS with a certificate of the test CA, reachable in the sandbox
-    at 127.0.0.1:<port> (the make_* fixtures of conftest.py take this one)."""
+    at 127.0.0.1:<port> and MIRROR_ADDRESS:<port> (the make_* fixtures of conftest.py take this
+    one). With indirect parametrization `"htpasswd"`, only USER may pull (`[auth] htpasswd`)."""
     keep_log(request, "upstream registry log", registry.log_path)
     root = tmp_path / "tls-mirror"
     install(ca, root / "tls", names=(*MIRROR_NAMES, MIRROR_ADDRESS))
-    proc = mirror_processes(config=tls_config(registry.url, root), client_tls=trusting(ca))
+    config = tls_config(registry.url, root)
+    if getattr(request, "param", None) == "htpasswd":
+        need("htpasswd", why="Debian's apache2-utils")
+        users = root / "htpasswd"
+        subprocess.run(["htpasswd", "-c", "-B", "-b", str(users), *USER], check=True)
+        config["auth"] = {"htpasswd": str(users)}
+    proc = mirror_processes(config=config, client_tls=trusting(ca))
     sandbox.forward(proc.port, proc.host)
     sandbox.add_address(MIRROR_ADDRESS)
     sandbox.forward(proc.port, proc.host, address=MIRROR_ADDRESS)
@@ -151,6 +160,41 @@ def test_containerd_pulls_over_tls_with_the_ca_in_hosts_toml(
     test_containerd.pull_and_check(second, mirror, hub_images, "warm pull over TLS", ca=ca_file)
     timed("containerd, TLS, warm pull", started)
     assert_warm_pull(registry.requests_since(mark))
+    assert_mirror_log_clean(mirror.stderr_path)
+
+
+@pytest.mark.parametrize("mirror", ["htpasswd"], indirect=True)
+def test_podman_logs_in_to_a_mirror_with_htpasswd_users_and_pulls(
+    make_podman: PodmanFactory,
+    mirror: MirrorProcess,
+    registry: Registry,
+    hub_images: dict[str, Image],
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    trusted = cert_dir(ca, tmp_path / "certs.d" / mirror.host)
+    podman = make_podman(cert_dir=trusted)
+    image = next(iter(hub_images.values()))
+    direct = f"{mirror.host}/{image.repo}:{image.tag}"
+
+    # Anonymous: 401, through the registries.conf mirror and asked directly alike.
+    mark = registry.mark()
+    with pytest.raises(ClientError, match=r"401|unauthorized|authentication required"):
+        podman.pull(image.docker_io)
+    with pytest.raises(ClientError, match=r"401|unauthorized|authentication required"):
+        podman.pull(direct)
+    with pytest.raises(ClientError, match=r"401|unauthorized|invalid username/password"):
+        podman.login(mirror.host, USER[0], "a-wrong-password")
+    assert not registry.requests_since(mark), listing(registry.requests_since(mark))
+
+    out = podman.login(mirror.host, *USER)
+    assert "Login Succeeded" in out, out
+    mark = registry.mark()
+    started = time.monotonic()
+    test_podman.pull_and_check(podman, hub_images, "pull after podman login, TLS")
+    timed("podman login, TLS, cold pull", started)
+    assert_cold_pull(registry.requests_since(mark), hub_images.values())
+    podman.pull(direct)
     assert_mirror_log_clean(mirror.stderr_path)
 
 
