@@ -411,6 +411,15 @@ def test_compose_services_and_mounts() -> None:
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
 
 
+def test_compose_file_is_accepted_by_debians_docker_compose() -> None:
+    """Debian ships docker-compose 1.29, which rejects keys Compose 2 knows (`name:`)."""
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is missing (Debian: apt-get install docker-compose)")
+    result = run(tool, "-p", "mirror", "-f", "docker-compose.yml", "config", "-q", cwd=DEPLOY)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_compose_mounts_the_tls_files_where_the_container_config_names_them() -> None:
     from mirror.config import parse_config
 
