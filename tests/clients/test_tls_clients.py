@@ -265,7 +265,9 @@ def test_dockerd_does_not_verify_a_mirror_on_127_0_0_0_8(
     registries itself, so a https:// mirror there is used without verifying its certificate
     (no CA anywhere, and the pull works). What docs/clients.md warns about."""
     daemon = make_dockerd(insecure=False)
-    assert daemon.info().get("RegistryConfig", {}).get("Mirrors") == [f"{mirror.url}/"]
+    registry_config = daemon.info().get("RegistryConfig")
+    assert isinstance(registry_config, dict)
+    assert registry_config.get("Mirrors") == [f"{mirror.url}/"], registry_config
     assert not any(etc_docker.joinpath("certs.d").iterdir())
     image = next(iter(hub_images.values()))
     test_dockerd.pull_and_check(daemon, {image.name: image}, "pull from a mirror on 127.0.0.1")
