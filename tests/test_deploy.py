@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -403,9 +403,46 @@ def test_compose_services_and_mounts() -> None:
     mirror_mounts = {m.split(":")[1]: m.split(":")[0] for m in mirror["volumes"]}
     assert mirror_mounts[CONFIG_IN_IMAGE] == "./container/config.toml"
     assert DATA_IN_IMAGE in mirror_mounts
+    # Debian's docker-compose 1.29 rejects a top-level `name:`; the project is named with -p.
+    assert "name" not in compose
+    assert "-p mirror" in (DEPLOY / "docker-compose.yml").read_text()
     prometheus = services["prometheus"]
     assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_compose_file_is_accepted_by_debians_docker_compose() -> None:
+    """Debian ships docker-compose 1.29, which rejects keys Compose 2 knows (`name:`)."""
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is missing (Debian: apt-get install docker-compose)")
+    result = run(tool, "-p", "mirror", "-f", "docker-compose.yml", "config", "-q", cwd=DEPLOY)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_mounts_the_tls_files_where_the_container_config_names_them() -> None:
+    from mirror.config import parse_config
+
+    server = tomllib.loads(CONTAINER_CONFIG.read_text())["server"]
+    cert, key = PurePosixPath(server["tls_cert"]), PurePosixPath(server["tls_key"])
+    assert parse_config(tomllib.loads(CONTAINER_CONFIG.read_text())).server.tls_cert is not None
+    assert cert.parent == key.parent, "one folder for both: one mount"
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    mounts = [m.split(":") for m in compose["services"]["mirror"]["volumes"]]
+    (source,) = [m[0] for m in mounts if m[1] == str(cert.parent)]
+    assert [m[2:] for m in mounts if m[1] == str(cert.parent)] == [["ro"]]
+    folder = DEPLOY / source
+    assert folder.is_dir() and (folder / "README.md").is_file()
+    readme = (folder / "README.md").read_text()
+    assert f"`{cert.name}`" in readme and f"`{key.name}`" in readme
+    # The real files never land in git: the folder ignores everything but its README.
+    ignored = (folder / ".gitignore").read_text().split()
+    assert "*" in ignored and "!README.md" in ignored
+    # The image's HEALTHCHECK probes the admin port, plain HTTP: TLS on 5000 does not break it.
+    container = parse_config(tomllib.loads(CONTAINER_CONFIG.read_text()))
+    assert container.admin.listen is not None
+    (healthcheck,) = dockerfile_values("HEALTHCHECK")
+    assert f"http://127.0.0.1:{container.admin.listen[1]}/healthz" in healthcheck
 
 
 # -- Kubernetes -------------------------------------------------------------------------------
@@ -481,6 +518,33 @@ def test_deployment_probes_ports_volumes_and_security() -> None:
     (service_port,) = service["spec"]["ports"]
     target = service_port["targetPort"]
     assert (ports[target] if isinstance(target, str) else target) == config.server.port
+
+
+def test_kubernetes_mounts_the_tls_secret_where_the_configmap_names_the_files() -> None:
+    server = tomllib.loads(configmap_toml())["server"]
+    cert, key = PurePosixPath(server["tls_cert"]), PurePosixPath(server["tls_key"])
+    assert cert.parent == key.parent
+    secret = kubernetes_object("Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert {cert.name, key.name} == set(secret["data"]) == {"tls.crt", "tls.key"}
+    pod = kubernetes_object("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    mount = mounts[str(cert.parent)]
+    assert mount.get("readOnly") is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes[mount["name"]]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert (
+        secret["metadata"]["namespace"] == kubernetes_object("Deployment")["metadata"]["namespace"]
+    )
+    # Not under the ConfigMap's mount: a volume nested in a configMap volume is fragile.
+    config_mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert not str(cert.parent).startswith(config_mount["mountPath"] + "/")
+    # The probes stay on the admin port (plain HTTP), not on the TLS port.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"].get("scheme", "HTTP") == "HTTP"
+        assert ports[container[probe]["httpGet"]["port"]] != 5000
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -640,9 +704,14 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_daemon_json() -> None:
     data = json.loads((CLIENTS / "daemon.json").read_text())
     (mirror_url,) = data["registry-mirrors"]
-    assert mirror_url.startswith("http://")
-    assert mirror_url.removeprefix("http://") in data["insecure-registries"]
-    assert (CLIENTS / "daemon.json.md").is_file()
+    assert mirror_url.startswith("https://")
+    host = mirror_url.removeprefix("https://")
+    assert host not in data.get("insecure-registries", []), "verified, not insecure"
+    notes = (CLIENTS / "daemon.json.md").read_text()
+    assert f"/etc/docker/certs.d/{host}/ca.crt" in notes
+    # The plain-HTTP form comes after, as the alternative.
+    assert notes.index(f'"https://{host}"') < notes.index(f'"http://{host}"')
+    assert f'"insecure-registries": ["{host}"]' in notes
 
 
 @pytest.mark.parametrize(
@@ -655,7 +724,8 @@ def test_containerd_hosts_toml(registry: str, server: str) -> None:
     hosts = data["host"]
     assert hosts, "no mirror host"
     for url, host in hosts.items():
-        assert url.startswith(("http://", "https://"))
+        assert url.startswith("https://"), "the TLS form; http:// is the commented alternative"
+        assert host["ca"].endswith(".crt"), "the mirror's CA"
         assert set(host["capabilities"]) <= {"pull", "resolve"}, "a mirror cannot take pushes"
     if registry != "docker.io":
         # containerd sends ?ns=<registry>: the mirror needs an upstream of that name.
@@ -666,13 +736,19 @@ def test_containerd_hosts_toml(registry: str, server: str) -> None:
 
 
 def test_podman_and_buildkit_configs() -> None:
-    registries = tomllib.loads((CLIENTS / "podman" / "registries.conf").read_text())
+    text = (CLIENTS / "podman" / "registries.conf").read_text()
+    registries = tomllib.loads(text)
     by_prefix = {entry["prefix"]: entry for entry in registries["registry"]}
     assert by_prefix["docker.io"]["mirror"][0]["location"] == "mirror.internal:5000"
     assert by_prefix["ghcr.io"]["mirror"][0]["location"] == "mirror.internal:5000/ghcr.io"
+    for entry in by_prefix.values():
+        assert not any(m.get("insecure") for m in entry["mirror"]), "TLS: verified"
+    assert "/etc/containers/certs.d/mirror.internal:5000/ca.crt" in text
     buildkit = tomllib.loads((CLIENTS / "buildkit" / "buildkitd.toml").read_text())
     assert buildkit["registry"]["docker.io"]["mirrors"] == ["mirror.internal:5000"]
-    assert buildkit["registry"]["mirror.internal:5000"]["http"] is True
+    mirror = buildkit["registry"]["mirror.internal:5000"]
+    assert "http" not in mirror and "insecure" not in mirror
+    assert mirror["ca"] == ["/etc/buildkit/mirror-ca.crt"]
 
 
 # -- docs -------------------------------------------------------------------------------------
@@ -688,6 +764,7 @@ def test_podman_and_buildkit_configs() -> None:
         "deploy/clients/README.md",
         "deploy/clients/daemon.json.md",
         "deploy/README.md",
+        "deploy/tls/README.md",
     ],
 )
 def test_doc_links_resolve(doc: str) -> None:

@@ -146,3 +146,65 @@ async def test_unreferenced_blobs_are_not_fetched_when_switched_off(
         async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
             assert resp.status == 200
     assert refused(mirror, "unreferenced") == 1
+
+
+async def test_fifty_misses_from_one_client_ten_fill_the_rest_get_429_at_once(
+    hub: FakeHub,
+    aiohttp_server: ServerFactory,
+    mirror_config: dict[str, Any],
+    session: aiohttp.ClientSession,
+) -> None:
+    """One client asks for 50 distinct uncached blobs at once with max_fills_per_client = 10:
+    ten downloads start (held by the upstream), the other 40 are refused at once, while the
+    ten are still held; released, the ten complete byte for byte, and so do the 40, retried."""
+    bound, clients = 10, 50
+    mirror = await start(aiohttp_server, mirror_config, cache={"max_fills_per_client": bound})
+    blobs = [hub.make_blob(256 * 1024, seed=400 + n) for n in range(clients)]
+    digests = [hub.add_blob(REPO, data) for data in blobs]
+    hub.faults.blob_gate = gate = asyncio.Event()
+
+    def url(digest: str) -> str:
+        return str(mirror.make_url(f"/v2/{REPO}/blobs/{digest}"))
+
+    async with AsyncExitStack() as held:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def ask(digest: str) -> tuple[aiohttp.ClientResponse, float]:
+            resp = await held.enter_async_context(session.get(url(digest)))
+            return resp, loop.time() - started
+
+        answers = await asyncio.gather(*(ask(d) for d in digests))
+        statuses = [resp.status for resp, _ in answers]
+        assert sorted(statuses) == [200] * bound + [429] * (clients - bound), statuses
+        refused_within = max(after for resp, after in answers if resp.status == 429)
+        assert refused_within < 5.0, f"the excess waited {refused_within:.1f}s for its 429"
+        for resp, _ in answers:
+            if resp.status == 429:
+                assert resp.headers["Retry-After"]
+                assert (await resp.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert refused(mirror, "client") == clients - bound
+        assert not gate.is_set()  # the ten were held all along: the 429s did not wait for them
+        gate.set()
+        for (resp, _), data in zip(answers, blobs, strict=True):
+            if resp.status == 200:
+                assert await resp.read() == data
+    print(f"\n{clients - bound} of {clients} refused with 429 within {refused_within:.2f}s")
+    hub.faults.blob_gate = None
+
+    # Retried, each at its own pace (Retry-After shortened), the refused ones complete too.
+    retried = [
+        (d, b)
+        for (resp, _), d, b in zip(answers, digests, blobs, strict=True)
+        if resp.status == 429
+    ]
+
+    async def fetch(digest: str) -> bytes:
+        while True:
+            async with session.get(url(digest)) as resp:
+                if resp.status == 200:
+                    return await resp.read()
+                assert resp.status == 429, resp.status
+            await asyncio.sleep(0.05)
+
+    assert await asyncio.gather(*(fetch(d) for d, _ in retried)) == [b for _, b in retried]

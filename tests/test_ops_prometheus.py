@@ -1,5 +1,6 @@
 """A real Prometheus scrapes a mirror on a real socket; its query API must show what the pulls
-did: one miss then hits, the stored bytes and blobs, and the target up."""
+did: one miss then hits, the stored bytes and blobs, and the target up. A real `mirror serve`
+with `[admin] listen` is scraped on its admin port (its pull port has no /metrics)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fakes import FakeHub
 from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import read_store
+from support.mirror_process import MirrorProcesses, process_config
 from support.poll import eventually
 from support.procs import free_port, need, stop_process, which
 
@@ -177,3 +179,43 @@ async def test_prometheus_scrapes_hits_misses_and_storage(
     for labels in series:
         for value in labels.values():
             assert REPO not in value and "sha256:" not in value, labels
+
+
+async def test_prometheus_scrapes_the_admin_port_and_the_pull_port_has_no_metrics(
+    mirror_processes: MirrorProcesses, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With `[admin] listen`, /metrics lives on the admin port only: Prometheus scrapes that."""
+    need("prometheus")
+    binary = which("prometheus")
+    assert binary is not None
+    admin = f"127.0.0.1:{free_port()}"
+    config = process_config("http://127.0.0.1:9", tmp_path / "data")  # nothing is pulled
+    config["admin"] = {"listen": admin}
+    mirror = mirror_processes(config=config)
+    async with session.get(f"{mirror.url}/metrics") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["errors"][0]["code"]
+    async with session.get(f"http://{admin}/metrics") as resp:
+        assert resp.status == 200
+
+    running = await start_prometheus(binary, tmp_path / "prometheus", admin, session)
+    expected = {
+        f'up{{job="{JOB}",instance="{admin}"}}': 1.0,
+        f'count({{job="{JOB}",__name__=~"mirror_.+"}}) > bool 0': 1.0,
+        f'mirror_storage_blobs{{job="{JOB}"}}': 0.0,
+    }
+    seen: dict[str, float | None] = {}
+
+    async def scraped() -> bool | None:
+        for promql in expected:
+            seen[promql] = await query(session, running, promql)
+        return True if seen == expected else None
+
+    try:
+        await eventually(scraped, within=SCRAPED_WITHIN, what="the admin port scraped")
+    except AssertionError:
+        raise AssertionError(
+            f"Prometheus shows {seen}, expected {expected}\n{running.log.read_text()[-3000:]}"
+        ) from None
+    finally:
+        await stop_process(running.proc)

@@ -4,7 +4,6 @@ new pair keeps the old one serving, and what is not TLS 1.2+ is refused at once.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import ssl
@@ -21,6 +20,7 @@ from support.poll import wait_until
 from support.procs import free_port, http_status
 from support.registry import Registry
 from support.skopeo import Skopeo, diff_dirs
+from support.tls import install, tls_config, trusting
 
 UNUSED_UPSTREAM = "http://127.0.0.1:9"  # nothing is pulled in these tests but over skopeo
 
@@ -28,26 +28,6 @@ UNUSED_UPSTREAM = "http://127.0.0.1:9"  # nothing is pulled in these tests but o
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
-
-
-def install(ca: trustme.CA, folder: Path, *, key_from: trustme.LeafCert | None = None) -> bytes:
-    """Write a new certificate (with its chain) and key for 127.0.0.1 the way certificate
-    tools do, each file renamed into place; the new certificate's DER bytes."""
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    folder.mkdir(parents=True, exist_ok=True)
-    key = (key_from or leaf).private_key_pem.bytes()
-    chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-    for name, content in (("cert.pem", chain), ("key.pem", key)):
-        part = folder / f".{name}.new"
-        part.write_bytes(content)
-        os.replace(part, folder / name)
-    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
-
-
-def trusting(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def served_certificate(mirror: MirrorProcess, context: ssl.SSLContext) -> bytes:
@@ -59,15 +39,6 @@ def served_certificate(mirror: MirrorProcess, context: ssl.SSLContext) -> bytes:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
-
-
-def tls_config(upstream_url: str, root: Path) -> dict[str, Any]:
-    config = process_config(upstream_url, root / "data")
-    config["server"] = {
-        "tls_cert": str(root / "tls" / "cert.pem"),
-        "tls_key": str(root / "tls" / "key.pem"),
-    }
-    return config
 
 
 def log_lines(mirror: MirrorProcess, text: str) -> list[str]:

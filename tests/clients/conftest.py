@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from support.images import CLIENT_SET, Image
@@ -79,8 +80,14 @@ def mirror(
 
 
 ContainerdFactory = Callable[[], Containerd]
-DockerdFactory = Callable[[], Dockerd]
-PodmanFactory = Callable[[], Podman]
+
+
+class DockerdFactory(Protocol):
+    def __call__(self, *, insecure: bool = True, mirror_url: str | None = None) -> Dockerd: ...
+
+
+class PodmanFactory(Protocol):
+    def __call__(self, *, cert_dir: Path | None = None) -> Podman: ...
 
 
 @pytest.fixture
@@ -117,11 +124,12 @@ def make_dockerd(
     need(*BASE, DOCKERD, "containerd", DOCKER_CLI, why=WHY)
     started: list[Dockerd] = []
 
-    def start() -> Dockerd:
+    def start(*, insecure: bool = True, mirror_url: str | None = None) -> Dockerd:
         containerd = make_containerd()
         name = f"dockerd-{len(started)}"
         log = tmp_path / f"{name}.log"
-        daemon = Dockerd(sandbox, workdir / name, log, mirror.url, containerd.address)
+        url = mirror_url or mirror.url
+        daemon = Dockerd(sandbox, workdir / name, log, url, containerd.address, insecure=insecure)
         keep_log(request, name, log)
         started.append(daemon)
         daemon.start()
@@ -138,8 +146,8 @@ def make_podman(sandbox: Sandbox, mirror: MirrorProcess, workdir: Path) -> Itera
     need(*BASE, "podman", why=WHY)
     made: list[Podman] = []
 
-    def make() -> Podman:
-        podman = Podman(sandbox, workdir / f"podman-{len(made)}", mirror.host)
+    def make(*, cert_dir: Path | None = None) -> Podman:
+        podman = Podman(sandbox, workdir / f"podman-{len(made)}", mirror.host, cert_dir=cert_dir)
         made.append(podman)
         return podman
 

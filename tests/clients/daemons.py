@@ -149,15 +149,19 @@ class Containerd(Daemon):
         argv = self.sandbox.cmd("ctr", "--address", self.address, *args)
         return run(argv, timeout=timeout).stdout
 
-    def write_hosts(self, mirror_url: str) -> Path:
-        """A hosts directory sending docker.io to the mirror; returns the directory."""
+    def write_hosts(self, mirror_url: str, *, ca: Path | None = None) -> Path:
+        """A hosts directory sending docker.io to the mirror; returns the directory.
+
+        With `ca`, the mirror's certificate is verified against that CA file (`ca = …`)."""
         hosts_dir = self.root / "certs.d"
         (hosts_dir / "docker.io").mkdir(parents=True, exist_ok=True)
+        trust = f'  ca = "{ca}"\n' if ca is not None else ""
         (hosts_dir / "docker.io" / "hosts.toml").write_text(
             'server = "https://registry-1.docker.io"\n'
             "\n"
             f'[host."{mirror_url}"]\n'
             '  capabilities = ["pull", "resolve"]\n'
+            f"{trust}"
         )
         return hosts_dir
 
@@ -186,11 +190,20 @@ class Dockerd(Daemon):
     name = "dockerd"
 
     def __init__(
-        self, sandbox: Sandbox, root: Path, log: Path, mirror_url: str, containerd: str
+        self,
+        sandbox: Sandbox,
+        root: Path,
+        log: Path,
+        mirror_url: str,
+        containerd: str,
+        *,
+        insecure: bool = True,
     ) -> None:
         super().__init__(sandbox, root, log)
         self.mirror_url = mirror_url
         self.containerd = containerd
+        # False for a TLS mirror: its certificate is verified (CA from /etc/docker/certs.d).
+        self.insecure = insecure
         self.env = {**os.environ, "DOCKER_CONFIG": str(root / "cli")}
 
     @property
@@ -202,7 +215,7 @@ class Dockerd(Daemon):
         mirror_host = self.mirror_url.split("://", 1)[1]
         return {
             "registry-mirrors": [self.mirror_url],
-            "insecure-registries": [mirror_host],
+            "insecure-registries": [mirror_host] if self.insecure else [],
             "storage-driver": "vfs",
             "iptables": False,
             "ip6tables": False,
@@ -250,9 +263,15 @@ class Dockerd(Daemon):
 class Podman:
     """podman 4.3 with its root, runroot, tmpdir, config and registries.conf under `root`."""
 
-    def __init__(self, sandbox: Sandbox, root: Path, mirror_host: str) -> None:
+    def __init__(
+        self, sandbox: Sandbox, root: Path, mirror_host: str, *, cert_dir: Path | None = None
+    ) -> None:
+        """With `cert_dir`, the mirror speaks TLS: its certificate is verified against the CAs
+        in cert_dir/<host:port>/ca.crt (`--cert-dir`; an empty folder trusts no test CA)."""
         self.sandbox = sandbox
         self.root = root
+        self.cert_dir = cert_dir
+        insecure = "insecure = true\n" if cert_dir is None else ""
         for sub in ("tmp", "config", "data", "runtime", "networks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "runtime").chmod(0o700)
@@ -263,7 +282,7 @@ class Podman:
             "\n"
             "[[registry.mirror]]\n"
             f'location = "{mirror_host}"\n'
-            "insecure = true\n"
+            f"{insecure}"
         )
         (root / "containers.conf").write_text(
             "[engine]\n"
@@ -273,6 +292,8 @@ class Podman:
             f'network_config_dir = "{root / "networks"}"\n'
         )
         (root / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+        # podman refuses an --authfile that does not exist: an empty one until `login`.
+        self.authfile.write_text('{"auths": {}}\n')
         self.env = {
             **os.environ,
             "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
@@ -305,9 +326,22 @@ class Podman:
         argv += [*self.global_args(), *args]
         return run(argv, timeout=timeout + 10, env=self.env).stdout
 
+    def tls_args(self) -> list[str]:
+        return [] if self.cert_dir is None else ["--cert-dir", str(self.cert_dir)]
+
+    @property
+    def authfile(self) -> Path:
+        return self.root / "auth.json"
+
     def pull(self, ref: str) -> str:
         policy = str(self.root / "policy.json")
-        return self.podman("pull", "--signature-policy", policy, ref, timeout=PULL_TIMEOUT)
+        args = ["--signature-policy", policy, "--authfile", str(self.authfile), *self.tls_args()]
+        return self.podman("pull", *args, ref, timeout=PULL_TIMEOUT)
+
+    def login(self, registry: str, username: str, password: str) -> str:
+        """`podman login` to the mirror; the credentials land in `authfile`, which pull uses."""
+        args = ["--authfile", str(self.authfile), *self.tls_args()]
+        return self.podman("login", *args, "-u", username, "-p", password, registry)
 
     def inspect(self, ref: str) -> dict[str, object]:
         docs = json.loads(self.podman("image", "inspect", ref))

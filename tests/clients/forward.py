@@ -1,11 +1,12 @@
 """A TCP forwarder between two network namespaces, run as its own process.
 
-    python forward.py NETNS_PATH LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
+    python forward.py NETNS_PATH [LISTEN_ADDRESS:]LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
 
-It listens on 127.0.0.1:LISTEN_PORT *inside* the namespace at NETNS_PATH (a client sandbox that
-has only `lo`) and connects to TARGET_HOST:TARGET_PORT in its own (the host's) namespace. A socket
-keeps the namespace it was created in, so one process can hold both ends: it enters the sandbox
-only long enough to create the listening sockets. Prints "ready" once every socket listens.
+It listens on LISTEN_ADDRESS:LISTEN_PORT (127.0.0.1 unless given) *inside* the namespace at
+NETNS_PATH (a client sandbox that has only `lo`) and connects to TARGET_HOST:TARGET_PORT in its
+own (the host's) namespace. A socket keeps the namespace it was created in, so one process can
+hold both ends: it enters the sandbox only long enough to create the listening sockets. Prints
+"ready" once every socket listens.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ def setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def listen_in(netns_path: str, ports: list[int]) -> list[socket.socket]:
-    """Listening sockets on 127.0.0.1:port inside the namespace at netns_path."""
+def listen_in(netns_path: str, addresses: list[tuple[str, int]]) -> list[socket.socket]:
+    """Listening sockets on (address, port) inside the namespace at netns_path."""
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(netns_path, os.O_RDONLY)
     try:
         setns(target)
         try:
-            return [socket.create_server(("127.0.0.1", port), backlog=128) for port in ports]
+            return [socket.create_server(address, backlog=128) for address in addresses]
         finally:
             setns(home)
     finally:
@@ -78,10 +79,11 @@ def handler(host: str, port: int) -> Handler:
 
 
 async def main(netns_path: str, specs: list[str]) -> None:
-    routes: list[tuple[int, str, int]] = []
+    routes: list[tuple[tuple[str, int], str, int]] = []
     for spec in specs:
-        listen, host, port = spec.split(":")
-        routes.append((int(listen), host, int(port)))
+        *listen, host, port = spec.split(":")
+        address = listen[0] if len(listen) == 2 else "127.0.0.1"
+        routes.append(((address, int(listen[-1])), host, int(port)))
     sockets = listen_in(netns_path, [r[0] for r in routes])
     servers = [
         await asyncio.start_server(handler(host, port), sock=sock)

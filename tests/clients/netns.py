@@ -107,6 +107,11 @@ class Sandbox:
             raise SandboxError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
         return proc.stdout
 
+    def bind(self, source: Path, target: str) -> None:
+        """Mount the host folder `source` over `target`, for the sandbox's processes only (its
+        own mount namespace): a daemon's fixed path (/etc/docker) then holds the test's files."""
+        self.run("mount", "-n", "--bind", str(source), target)
+
     def links(self) -> list[str]:
         """The names of the namespace's network interfaces."""
         out = self.run("ip", "-o", "link", "show")
@@ -115,13 +120,19 @@ class Sandbox:
     def routes(self) -> str:
         return self.run("ip", "-o", "route", "show", "table", "all")
 
-    def forward(self, port: int, target: str) -> None:
-        """Listen on 127.0.0.1:port in the sandbox; connect to target (host:port) outside it."""
+    def add_address(self, address: str) -> None:
+        """One more address on the sandbox's `lo` (still the only interface, so the address
+        leads nowhere else): for a client that treats 127.0.0.0/8 differently."""
+        self.run("ip", "addr", "add", f"{address}/32", "dev", "lo")
+
+    def forward(self, port: int, target: str, *, address: str = "127.0.0.1") -> None:
+        """Listen on address:port in the sandbox; connect to target (host:port) outside it."""
         host, target_port = target.rsplit(":", 1)
-        log = self.log_dir / f"forward-{port}.log"
+        log = self.log_dir / f"forward-{address}-{port}.log"
+        spec = f"{address}:{port}:{host}:{target_port}"
         with open(log, "ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(FORWARD_SCRIPT), self.path, f"{port}:{host}:{target_port}"],
+                [sys.executable, str(FORWARD_SCRIPT), self.path, spec],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from support.images import Image
@@ -31,11 +32,18 @@ def header_lines(dump: str) -> str:
 
 
 def pull_and_check(
-    daemon: Containerd, mirror: MirrorProcess, images: dict[str, Image], when: str
+    daemon: Containerd,
+    mirror: MirrorProcess,
+    images: dict[str, Image],
+    when: str,
+    *,
+    ca: Path | None = None,
 ) -> list[str]:
-    """Pull each image; check requests, echoed namespace and digests; return the Warnings."""
+    """Pull each image; check requests, echoed namespace and digests; return the Warnings.
+
+    `ca`: the CA file a TLS mirror's certificate is verified against (hosts.toml `ca`)."""
     warnings: list[str] = []
-    hosts_dir = daemon.write_hosts(mirror.url)
+    hosts_dir = daemon.write_hosts(mirror.url, ca=ca)
     for image in images.values():
         try:
             dump = daemon.pull(image.docker_io, hosts_dir, http_dump=True)

@@ -49,11 +49,14 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a TOML basic string for the plain values used here
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML for {value!r}")
 
 
 def toml_text(document: Mapping[str, Any]) -> str:
-    """TOML for the mirror's shape of config: tables of scalars and `[[upstreams]]`."""
+    """TOML for the mirror's shape of config: tables of scalars (and lists of them) and
+    `[[upstreams]]`."""
     lines: list[str] = []
     for section, body in document.items():
         tables: Sequence[Mapping[str, Any]]
