@@ -14,6 +14,8 @@ import hashlib
 import logging
 import os
 import ssl
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mirror.errors import StartupError
@@ -53,8 +55,12 @@ class ServerCertificate:
         """Load the pair again; False (and an error line) when the files on disk are unusable."""
         self._seen = self._state()
         try:
-            new_context(self._cert, self._key)  # a scratch load: the live context stays whole
-            self.context.load_cert_chain(self._cert, self._key)
+            # The files are read once, into a private copy that both loads read: a renewal that
+            # swaps them between a scratch load and the live one (certbot replaces its links
+            # one at a time) would leave the live context with a certificate and no key.
+            with _snapshot(self._cert, self._key) as (cert, key):
+                new_context(cert, key)  # a scratch load: the live context stays whole
+                self.context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             log.error(
                 "TLS certificate not reloaded (%s): %s and %s do not load: %s; "
@@ -94,6 +100,20 @@ class ServerCertificate:
         with contextlib.suppress(OSError):
             return hashlib.sha256(self._cert.read_bytes()).hexdigest()[:16]
         return "unreadable"
+
+
+@contextlib.contextmanager
+def _snapshot(cert: Path, key: Path) -> Iterator[tuple[Path, Path]]:
+    """The two files as read now, copied into a folder only this user can read (the key is
+    secret), removed right after."""
+    contents = cert.read_bytes(), key.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="mirror-tls-") as folder:  # created 0700
+        paths = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        for path, content in zip(paths, contents, strict=True):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+        yield paths
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

@@ -90,7 +90,10 @@ class BlobService:
             yield
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
-        """The blob's size for a HEAD; asks the upstream only when nothing is local."""
+        """The blob's size for a HEAD; asks the upstream only when nothing is local. HEAD
+        answers as GET would: an unreferenced blob is refused the same way."""
+        if not self._fetch_unreferenced and not self._present(digest):
+            await self._refuse_unreferenced(repo, digest)
         local = self._stored_size(digest)
         fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):

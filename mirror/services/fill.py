@@ -219,7 +219,16 @@ def _absorb(hasher: hashlib._Hash, fd: int, chunk: bytes) -> None:
 
 
 async def _finish(absorbing: concurrent.futures.Future[None] | None) -> None:
-    """Wait for a chunk still being absorbed, whatever becomes of it (a fresh wrapper: the one
-    a cancelled task awaited is cancelled, the thread behind it is not)."""
-    if absorbing is not None:
-        await asyncio.gather(asyncio.wrap_future(absorbing), return_exceptions=True)
+    """Wait for a chunk still being absorbed, whatever becomes of it: the descriptor it writes
+    to closes next. A fresh wrapper each time (the one a cancelled task awaited is cancelled,
+    the thread behind it is not), and a second cancellation still waits, then goes on."""
+    if absorbing is None:
+        return
+    cancelled = False
+    while not absorbing.done():
+        try:
+            await asyncio.wait([asyncio.wrap_future(absorbing)])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

@@ -218,6 +218,11 @@ class Metadata:
         """A client pulled a manifest (by tag, or by digest when `tag` is None): in memory."""
         self._pulls.pulled(upstream, repo, tag, digest, when)
 
+    @property
+    def pulls(self) -> PullTimes:
+        """Pulls not yet flushed: retention spares them (stores/sweep.py)."""
+        return self._pulls
+
     async def flush_pulls(self) -> None:
         """Write the batched pull times of tags and of manifests in their repositories."""
         statements = self._pulls.take_statements()

@@ -16,8 +16,8 @@ LinkKey = tuple[str, str, Digest]  # (upstream, repo, manifest digest)
 @dataclass(slots=True)
 class PullTimes:
     """A pull only updates a dict here (no SQLite on the path of a hit); the janitor's flush
-    writes the batch. Retention and the catalog read what was flushed, so a pull is seen
-    there one flush interval later at most (the flush runs before retention decides)."""
+    writes the batch. The catalog reads what was flushed, so a pull is seen there one flush
+    interval later at most; retention also spares what is still only here (`unflushed`)."""
 
     tags: dict[TagKey, float] = field(default_factory=dict)
     manifests: dict[LinkKey, float] = field(default_factory=dict)
@@ -28,6 +28,12 @@ class PullTimes:
         if tag is not None:
             self.tags[(upstream, repo, tag)] = when
         self.manifests[(upstream, repo, digest)] = when
+
+    def unflushed(self) -> tuple[set[TagKey], set[tuple[str, str, str]]]:
+        """The tags, and manifests in repositories (digests as text), pulled since the last
+        flush: pulls the index does not show yet."""
+        links = {(upstream, repo, str(digest)) for upstream, repo, digest in self.manifests}
+        return set(self.tags), links
 
     def take_statements(self) -> Callable[[aiosqlite.Connection], Awaitable[None]] | None:
         """The batch so far as one transaction's statements (None when empty); the batch

@@ -118,11 +118,22 @@ class Sweeper:
                 " WHERE coalesce(pulled_at, fetched_at) < ? AND NOT locked",
                 (cutoff,),
             )
-            selection.tags = [(u, r, t, d) for u, r, t, d in rows if not pins.tag(u, r, t)]
-            rows = await db.execute_fetchall(
+            rows_links = await db.execute_fetchall(
                 "SELECT upstream, repo, digest FROM links WHERE pulled_at < ?", (cutoff,)
             )
-            selection.links = [(u, r, d) for u, r, d in rows if not pins.repository(u, r)]
+            # Decided after the last await of the selection: a pull the janitor's flush did
+            # not write yet (it landed after it) spares its tag and manifest.
+            pulled_tags, pulled_links = self._metadata.pulls.unflushed()
+            selection.tags = [
+                (u, r, t, d)
+                for u, r, t, d in rows
+                if not pins.tag(u, r, t) and (u, r, t) not in pulled_tags
+            ]
+            selection.links = [
+                (u, r, d)
+                for u, r, d in rows_links
+                if not pins.repository(u, r) and (u, r, d) not in pulled_links
+            ]
             selection.seeds = {link[2] for link in selection.links}
             orphans = await db.execute_fetchall(
                 "SELECT digest FROM blobs WHERE last_access < ?"

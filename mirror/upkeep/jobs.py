@@ -19,11 +19,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from mirror.errors import MirrorError
+from mirror.errors import MirrorError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 HISTORY = 100  # finished jobs remembered; older ones are forgotten (404)
+MAX_RUNNING = 8  # jobs at once: more is a client's loop, not an operator (429 TOOMANYREQUESTS)
+RETRY_AFTER = 10  # seconds
 ID_BYTES = 12  # 16 url-safe characters: not guessable, short enough to type
 
 Progress = Callable[[int, int], None]
@@ -86,6 +88,10 @@ class JobRegistry:
         """Run `work` as a job now; the job is returned while it runs."""
         if self._closed:
             raise RuntimeError("the job registry is closed")
+        if len(self._tasks) >= MAX_RUNNING:
+            raise TooManyRequests(
+                f"{len(self._tasks)} admin jobs are running; wait for one to finish", RETRY_AFTER
+            )
         job = Job(secrets.token_urlsafe(ID_BYTES), kind, self._clock())
         task = asyncio.create_task(self._run(job, work), name=f"job {kind} {job.id}")
         self._jobs[job.id] = job

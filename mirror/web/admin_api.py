@@ -27,7 +27,9 @@ def guarded(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Resp
         if token is None:
             raise NotFound("the admin API is disabled: set [admin] token")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        # surrogateescape: aiohttp hands undecodable header bytes over as surrogates.
+        offered = given.encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, token.encode()):
             raise Unauthorized("a valid admin bearer token is required")
         answer = await handler(request)
         return answer if isinstance(answer, web.Response) else web.json_response(answer)

@@ -78,11 +78,13 @@ class PullGate:
         if scheme.lower() != "basic":
             return False
         try:
+            # A str with non-ASCII characters is a ValueError, not a binascii.Error.
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):
             return False
         user, colon, password = decoded.partition(":")
-        return bool(colon) and await self._users.check(user, password)
+        client = self.client_address(request)
+        return bool(colon) and await self._users.check(user, password, str(client))
 
 
 def _local_port(request: web.Request) -> int | None:
