@@ -5,8 +5,6 @@ download of a blob that no cached manifest references when that is switched off.
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -15,26 +13,14 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
+from fakes.client import start_mirror as start
 from support.poll import eventually
 
-from mirror.config import parse_config
-from mirror.web.app import create_app
 from mirror.web.appkeys import MIRROR
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 REPO = "library/alpine"
 MIB = 1024 * 1024
-FOLDERS = itertools.count()
-
-
-async def start(
-    aiohttp_server: ServerFactory, base: dict[str, Any], **sections: dict[str, Any]
-) -> TestServer:
-    document = copy.deepcopy(base)
-    document["storage"]["path"] += f"-{next(FOLDERS)}"
-    for name, values in sections.items():
-        document.setdefault(name, {}).update(values)
-    return await aiohttp_server(create_app(parse_config(document)))
 
 
 def refused(mirror: TestServer, reason: str) -> float:

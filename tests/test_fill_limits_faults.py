@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
 from typing import Any
 
 import aiohttp
 from fakes import FakeHub
+from fakes.client import start_mirror as start
 from support.poll import eventually
 
-from mirror.config import parse_config
-from mirror.web.app import create_app
 from mirror.web.appkeys import MIRROR
 
 REPO = "library/alpine"
 MIB = 1024 * 1024
-FOLDERS = itertools.count()
-
-
-async def start(aiohttp_server: Any, base: dict[str, Any], **sections: dict[str, Any]) -> Any:
-    document = copy.deepcopy(base)
-    document["storage"]["path"] += f"-{next(FOLDERS)}"
-    for name, values in sections.items():
-        document.setdefault(name, {}).update(values)
-    return await aiohttp_server(create_app(parse_config(document)))
 
 
 async def test_clients_that_hang_up_or_whose_fills_fail_free_their_bound(

@@ -4,8 +4,6 @@ default; every refusal is an OCI error body."""
 
 from __future__ import annotations
 
-import copy
-import itertools
 import subprocess
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -16,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestServer
+from fakes.client import start_mirror as start
 from support.images import Image
 from support.mirror_process import (
     MirrorProcess,
@@ -28,12 +27,8 @@ from support.procs import free_port, need
 from support.registry import Registry
 from support.skopeo import Skopeo, SkopeoError, diff_dirs
 
-from mirror.config import parse_config
-from mirror.web.app import create_app
-
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 TOKEN = "gate-admin-token-0123456789"
-FOLDERS = itertools.count()
 
 
 def htpasswd(path: Path, user: str, password: str, *options: str) -> None:
@@ -45,16 +40,6 @@ def htpasswd(path: Path, user: str, password: str, *options: str) -> None:
         check=True,
         capture_output=True,
     )
-
-
-async def start(
-    aiohttp_server: ServerFactory, base: dict[str, Any], **sections: dict[str, Any]
-) -> TestServer:
-    document = copy.deepcopy(base)
-    document["storage"]["path"] += f"-{next(FOLDERS)}"  # one data folder per mirror
-    for name, values in sections.items():
-        document.setdefault(name, {}).update(values)
-    return await aiohttp_server(create_app(parse_config(document)))
 
 
 async def answer(

@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
-import itertools
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 from aiohttp.test_utils import TestServer
+from fakes.client import start_mirror as start
 
-from mirror.config import parse_config
 from mirror.web import htpasswd
-from mirror.web.app import create_app
 
 TOKEN = "hostile-admin-token-0123456789"
-FOLDERS = itertools.count()
-
-
-async def start(
-    aiohttp_server: Any, base: dict[str, Any], **sections: dict[str, Any]
-) -> TestServer:
-    document = copy.deepcopy(base)
-    document["storage"]["path"] += f"-{next(FOLDERS)}"
-    for name, values in sections.items():
-        document.setdefault(name, {}).update(values)
-    server: TestServer = await aiohttp_server(create_app(parse_config(document)))
-    return server
 
 
 async def raw(server: TestServer, request: bytes) -> tuple[int, bytes]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp.test_utils import TestServer
@@ -69,3 +72,24 @@ class MakeMirror(Protocol):
         flush_interval: str | None = None,
         admin_token: str | None = None,
     ) -> TestServer: ...
+
+
+_FOLDERS = itertools.count()
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+async def start_mirror(
+    aiohttp_server: ServerFactory, base: dict[str, Any], **sections: dict[str, Any]
+) -> TestServer:
+    """A mirror from the `mirror_config` document `base` with these sections merged in (say
+    `server={"allow": [...]}`), on a real socket, in a data folder of its own: a test may
+    start several."""
+    from mirror.config import parse_config  # as make_mirror: imported when a test runs
+    from mirror.web.app import create_app
+
+    document = copy.deepcopy(base)
+    document["storage"]["path"] += f"-{next(_FOLDERS)}"
+    for name, values in sections.items():
+        document.setdefault(name, {}).update(values)
+    server: TestServer = await aiohttp_server(create_app(parse_config(document)))
+    return server
