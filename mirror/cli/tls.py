@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mirror.errors import StartupError
+from mirror.file_state import FileState, file_state
 
 log = logging.getLogger("mirror.tls")
 
 WATCH_INTERVAL = 2.0  # seconds between looks at the files (two stat calls)
 
-FileState = tuple[tuple[int, int, int] | None, ...]
+PairState = tuple[FileState, FileState]
 
 
 def new_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -92,8 +93,8 @@ class ServerCertificate:
                 self.reload("the files changed")
             last = now
 
-    def _state(self) -> FileState:
-        return tuple(_stat(path) for path in (self._cert, self._key))
+    def _state(self) -> PairState:
+        return file_state(self._cert), file_state(self._key)
 
     def _fingerprint(self) -> str:
         """Of the certificate file as read now: enough for an operator to tell two apart."""
@@ -114,14 +115,6 @@ def _snapshot(cert: Path, key: Path) -> Iterator[tuple[Path, Path]]:
             with os.fdopen(fd, "wb") as file:
                 file.write(content)
         yield paths
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

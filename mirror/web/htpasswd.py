@@ -17,7 +17,6 @@ import functools
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import bcrypt
 
 from mirror.errors import StartupError
+from mirror.file_state import file_state
 
 log = logging.getLogger("mirror.auth")
 
@@ -70,7 +70,7 @@ class Htpasswd:
             raise StartupError(
                 "cannot read the users who may pull", "auth.htpasswd", _why(exc)
             ) from None
-        self._state = _stat(path)
+        self._state = file_state(path)
         self._looked_at = 0.0
         self._key = secrets.token_bytes(32)
         # Keyed hash of user and password → the bcrypt hash it was checked against, and
@@ -135,7 +135,7 @@ class Htpasswd:
         if now - self._looked_at < RECHECK_AFTER:
             return
         self._looked_at = now
-        state = _stat(self._path)
+        state = file_state(self._path)
         if state == self._state:
             return
         self._state = state
@@ -161,14 +161,6 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
 def _stand_in(cost: int) -> bytes:
     """A hash of nothing anyone sends, at this cost (made once per cost, about one check)."""
     return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _why(exc: Exception) -> str:
