@@ -20,6 +20,7 @@ from mirror.metrics import Metrics
 from mirror.services.blobs import BlobService
 from mirror.services.manifests import ManifestService
 from mirror.services.tag_lists import TagListService
+from mirror.stores.blob_backend import BlobBackend, FilesystemBackend
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.catalog import Catalog
@@ -50,7 +51,8 @@ class Stores:
 
     lock: FolderLock
     metadata: Metadata
-    files: BlobFiles
+    files: BlobFiles  # the local folder: fills' temp files, and blobs with the filesystem backend
+    backend: BlobBackend  # where verified blobs live
     ledger: UsageLedger
     leases: BlobLeases
     keeper: BlobKeeper
@@ -97,13 +99,15 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
+    backend: BlobBackend = FilesystemBackend(files)
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
     pinned = partial(Sweeper(metadata).pinned, pins) if pins else None
-    keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned)
+    keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned, backend=backend)
     metrics.storage_full.set_function(lambda: float(disk.full))
-    return Stores(lock, metadata, files, ledger, leases, keeper, disk, Catalog(metadata.database))
+    catalog = Catalog(metadata.database)
+    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog)
 
 
 def pins_of(config: Config) -> Pins:
@@ -203,12 +207,15 @@ async def _database(stores: Stores) -> AsyncIterator[None]:
         with unusable_folder(stores.lock.root):
             stores.files.open()
             await stores.metadata.open()
+        await stores.backend.start()
     except BaseException:
+        await stores.backend.close()
         await stores.metadata.close()
         raise
     try:
         yield
     finally:
+        await stores.backend.close()  # deletes in flight finish before the index closes
         await stores.metadata.close()
 
 

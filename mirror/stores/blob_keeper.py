@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mirror.metrics import Metrics
 from mirror.reference import Digest
+from mirror.stores.blob_backend import BlobBackend, FilesystemBackend
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import Reservation, UsageLedger
@@ -30,6 +31,10 @@ class BlobKeeper:
     crash in between leaves a row without a file, which the next start removes. It leaves row
     first, then file once no reader holds it; a crash in between leaves a file without a row,
     which the next start removes too.
+
+    With a bucket (a backend that is not `local`) the order of storing is the other way round:
+    the object is uploaded, then the row written, so a row never names an object that never
+    arrived; an object without a row is harmless (other replicas index it when asked for it).
     """
 
     def __init__(
@@ -41,8 +46,10 @@ class BlobKeeper:
         metrics: Metrics,
         *,
         pinned: PinnedContent | None = None,
+        backend: BlobBackend | None = None,
     ) -> None:
         self._metadata = metadata
+        self.backend: BlobBackend = backend or FilesystemBackend(files)
         self._pinned = pinned  # what storage.pinned reaches: eviction passes it by
         self._files = files
         self._ledger = ledger
@@ -89,6 +96,13 @@ class BlobKeeper:
             # Make room before the blob lands, so the bound holds while clients pull rather
             # than after the janitor's next pass; blobs in use are passed by.
             await self._make_room(size)
+        if not self.backend.local:
+            # Uploaded before the row; the temp file goes once both are there (its readers
+            # keep their descriptors). A failure leaves the temp file to the caller.
+            await self.backend.commit(temp, digest, size)
+            await self.adopt(digest, size, now, reservation)
+            self._files.discard(temp)
+            return True
         # A purge of an earlier copy may still wait for its readers: it must spare this one.
         # Cancelled before the row is written, so a purge that deletes the new row re-arms it.
         self._leases.cancel_pending(digest)
@@ -100,6 +114,15 @@ class BlobKeeper:
             await self.remove([digest])  # no row may outlive a file that never arrived
             raise
         return True
+
+    async def adopt(
+        self, digest: Digest, size: int, now: float, reservation: Reservation | None = None
+    ) -> None:
+        """Index a blob the bucket holds (uploaded by this replica or by another): a row, no
+        bytes moved."""
+        self._leases.cancel_pending(digest)  # as in admit: an earlier purge spares this copy
+        if await self._metadata.put_blob(digest, size, now):
+            self._ledger.landed(size, reservation)
 
     async def _make_room(self, incoming: int = 0) -> None:
         """Evict down to the low-water mark, less running fills' shares and `incoming`."""
@@ -116,7 +139,7 @@ class BlobKeeper:
         Called in the step the transaction returned in, so no request finds a file about to go."""
         for row in rows:
             self._ledger.removed(row.size)
-            self._leases.when_released(row.digest, partial(self._files.delete, row.digest))
+            self._leases.when_released(row.digest, partial(self.backend.delete, row.digest))
 
     async def flush_access_times(self) -> None:
         """Write the batched last-access times: one transaction, not one per hit."""
