@@ -30,6 +30,7 @@ from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
+from mirror.stores.s3_blobs import S3Blobs
 from mirror.stores.sweep import Sweeper
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
@@ -99,7 +100,9 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
-    backend: BlobBackend = FilesystemBackend(files)
+    backend: BlobBackend = (
+        FilesystemBackend(files) if config.storage.s3 is None else S3Blobs(config.storage.s3)
+    )
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
@@ -155,6 +158,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
         stores.disk,
         metrics,
         now,
+        redirect=config.storage.s3 is not None and config.storage.s3.redirect,
     )
     metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +22,7 @@ from mirror.errors import (
 from mirror.metrics import FillFailure, Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
+from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace, is_no_space
@@ -45,7 +46,17 @@ class StoredBlob:
     size: int
 
 
-BlobSource = StoredBlob | BlobStream
+@dataclass(frozen=True, slots=True)
+class BucketBlob:
+    """A verified blob in the bucket: streamed from it (BlobService.read_bucket) or, with
+    `redirect`, fetched from it by the client itself."""
+
+    digest: Digest
+    size: int
+    redirect: bool
+
+
+BlobSource = StoredBlob | BucketBlob | BlobStream
 
 
 class BlobService:
@@ -59,8 +70,12 @@ class BlobService:
         disk: DiskSpace,
         metrics: Metrics,
         clock: Callable[[], float],
+        *,
+        redirect: bool = False,
     ) -> None:
         self._files = files
+        self._backend = keeper.backend
+        self._redirect = redirect
         self._metadata = metadata
         self._keeper = keeper
         self._ledger = ledger
@@ -86,7 +101,7 @@ class BlobService:
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
         """The blob's size for a HEAD; asks the upstream only when nothing is local."""
-        local = self._stored_size(digest)
+        local = await self._stored_size(digest)
         fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):
             if not await self._metadata.has_link(upstream.name, repo, digest):
@@ -103,15 +118,18 @@ class BlobService:
     async def open(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobSource:
         """A stored blob, or a reader on the fill that is (or is now) downloading it."""
         linked = await self._metadata.has_link(upstream.name, repo, digest)
-        # Stat after every await, so the file cannot have gone between stat and send.
-        size = self._stored_size(digest)
+        # Stat after every await, so the file cannot have gone between stat and send (for the
+        # filesystem, _stored_size does not suspend: stat and return happen in one step).
+        size = await self._stored_size(digest)
         if (size is not None or digest in self._fills) and not linked:
             await self._confirm_upstream_holds(upstream, repo, digest)
-            size = self._stored_size(digest)
+            size = await self._stored_size(digest)
         for _ in range(JOIN_ATTEMPTS):
             if size is not None:
                 self._metrics.cache("blob", "hit")
                 self._ledger.touch(digest, self._clock())
+                if not self._backend.local:
+                    return BucketBlob(digest, size, self._redirect)
                 return StoredBlob(self._files.path(digest), size)
             fill = self._fills.get(digest)
             if fill is None:
@@ -127,15 +145,49 @@ class BlobService:
                 return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
             # than the whole bound, streamed and dropped (a new fill for this client).
-            size = self._stored_size(digest)
+            size = await self._stored_size(digest)
         raise Unavailable(f"download of {digest} did not settle; try again")
 
-    def _stored_size(self, digest: Digest) -> int | None:
+    async def _stored_size(self, digest: Digest) -> int | None:
         """The stored blob's size; None when absent, or purged and kept only for the readers
         it had (a new request fetches it again)."""
         if self._leases.pending_removal(digest):
             return None
-        return self._files.size_of(digest)
+        if self._backend.local:
+            return self._files.size_of(digest)
+        # The bucket: this replica's index first; then, unless this replica is fetching the
+        # blob itself, the bucket (another replica may have stored it: no upstream GET then).
+        row = await self._metadata.blob_row(digest)
+        if row is not None:
+            return row.size
+        if digest in self._fills:
+            return None
+        size = await self._backend.size_of(digest)
+        if size is None or self._leases.pending_removal(digest):
+            return None
+        await self._keeper.adopt(digest, size, self._clock())
+        return size
+
+    async def read_bucket(self, blob: BucketBlob, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a blob from the bucket. BlobGone (before any byte) when another
+        replica removed it: the row goes too, so the caller's next open() is a miss."""
+        try:
+            return await self._backend.read(blob.digest, start, end)
+        except BlobGone:
+            await self._gone(blob.digest)
+            raise
+
+    async def redirect_url(self, blob: BucketBlob) -> str:
+        """A presigned URL of the object, once it is known to be there (a client sent to a
+        missing object would get the bucket's 404, not a miss): BlobGone otherwise."""
+        if await self._backend.size_of(blob.digest) is None:
+            await self._gone(blob.digest)
+            raise BlobGone(str(blob.digest))
+        return await self._backend.presigned_url(blob.digest)
+
+    async def _gone(self, digest: Digest) -> None:
+        log.info("blob %s is no longer in the bucket; fetching it again", digest)
+        await self._keeper.remove([digest])
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
