@@ -22,6 +22,7 @@ from mirror.errors import (
 from mirror.metrics import FillFailure, Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
+from mirror.services.fill_upload import FillUpload
 from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
@@ -220,10 +221,19 @@ class BlobService:
             reservation = await self._keeper.reserve(size)
 
         self._leases.acquire(digest)
+        # A bucket: parts go up while the download runs; the object appears only after the
+        # digest is verified (finish), and a failed fill leaves nothing (abort).
+        upload = self._backend.begin_upload(fill.temp_path, digest)
+        following = None if upload is None else FillUpload(fill, upload)
+        streamed = False
         try:
             await fill.download(partial(upstream.open_blob, repo, digest), reserve)
+            # Larger than the whole bound: never stored, so never completed (aborted below).
+            if following is not None and self._keeper.fits(fill.written):
+                await following.finish(fill.written)
+                streamed = True
             await self._keeper.admit(
-                fill.temp_path, digest, fill.written, self._clock(), reservation
+                fill.temp_path, digest, fill.written, self._clock(), reservation, uploaded=streamed
             )
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
@@ -250,6 +260,8 @@ class BlobService:
             self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
             if isinstance(error, DigestMismatch):
                 self._metrics.digest_mismatches.inc()
+            if following is not None and not streamed:
+                await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
             await self._metadata.add_link(upstream.name, repo, digest)
 

@@ -23,6 +23,16 @@ class BlobGone(Exception):
     request becomes a miss. Raised before any byte of a body went out."""
 
 
+class Upload(Protocol):
+    """An object written while its source file grows; visible only once `finish`ed."""
+
+    async def send_ready(self, written: int) -> None: ...
+
+    async def finish(self, size: int) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
 class BlobBackend(Protocol):
     @property
     def local(self) -> bool:
@@ -42,6 +52,11 @@ class BlobBackend(Protocol):
 
     async def commit(self, temp: Path, digest: Digest, size: int) -> None:
         """Store a verified temp file as the blob; visible to readers whole or not at all."""
+        ...
+
+    def begin_upload(self, source: Path, digest: Digest) -> Upload | None:
+        """For a bucket: an upload that follows a fill's temp file as it grows, so the blob is
+        stored soon after its last byte arrives. None: commit() the verified file instead."""
         ...
 
     def delete(self, digest: Digest) -> None:
@@ -80,6 +95,9 @@ class FilesystemBackend:
 
     async def commit(self, temp: Path, digest: Digest, size: int) -> None:
         self.files.commit(temp, digest)
+
+    def begin_upload(self, source: Path, digest: Digest) -> Upload | None:
+        return None  # a rename once verified: nothing to send ahead
 
     def delete(self, digest: Digest) -> None:
         self.files.delete(digest)

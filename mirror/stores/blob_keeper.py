@@ -82,12 +82,15 @@ class BlobKeeper:
         size: int,
         now: float,
         reservation: Reservation | None = None,
+        *,
+        uploaded: bool = False,
     ) -> bool:
         """Store a verified temp file as the blob; False when it is larger than the whole bound
         (its readers finish from their open descriptors, and the file is dropped). A fill that
         reserved its size made room when it began; one without (no announced size) makes it
         now. The reservation becomes stored bytes when the row is written; the caller still
-        releases it when anything fails."""
+        releases it when anything fails. `uploaded`: a fill already stored the bytes in the
+        backend (an Upload it finished); only the row is left to write."""
         if self._ledger.too_large(size):
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
@@ -99,7 +102,8 @@ class BlobKeeper:
         if not self.backend.local:
             # Uploaded before the row; the temp file goes once both are there (its readers
             # keep their descriptors). A failure leaves the temp file to the caller.
-            await self.backend.commit(temp, digest, size)
+            if not uploaded:
+                await self.backend.commit(temp, digest, size)
             await self.adopt(digest, size, now, reservation)
             self._files.discard(temp)
             return True
@@ -123,6 +127,10 @@ class BlobKeeper:
         self._leases.cancel_pending(digest)  # as in admit: an earlier purge spares this copy
         if await self._metadata.put_blob(digest, size, now):
             self._ledger.landed(size, reservation)
+
+    def fits(self, size: int) -> bool:
+        """A blob of this size may be stored (it is not larger than the whole bound)."""
+        return not self._ledger.too_large(size)
 
     async def _make_room(self, incoming: int = 0) -> None:
         """Evict down to the low-water mark, less running fills' shares and `incoming`."""

@@ -12,31 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from mirror.config import S3Config
-from mirror.errors import FillFailed, Unavailable
+from mirror.errors import FillFailed
 from mirror.reference import Digest
 from mirror.stores.blob_backend import BlobGone
+from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB (but for the last part)
-PARTS_IN_FLIGHT = 2  # bounds the memory of one upload to 2 parts
 READ_CHUNK = 1024 * 1024
-_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError)
 
 
 def _missing(exc: ClientError) -> bool:
@@ -101,67 +96,25 @@ class S3Blobs:
         except ClientError as exc:
             if _missing(exc):
                 return None
-            raise _unavailable("HEAD", exc) from None
-        except _ERRORS as exc:
-            raise _unavailable("HEAD", exc) from None
+            raise unavailable("HEAD", exc) from None
+        except ERRORS as exc:
+            raise unavailable("HEAD", exc) from None
         return int(answer["ContentLength"])
 
+    def begin_upload(self, source: Path, digest: Digest) -> PartUpload:
+        """An upload that follows a growing file; the object appears only at `finish`."""
+        return PartUpload(self.client, self.config.bucket, self.key(digest), source)
+
     async def commit(self, temp: Path, digest: Digest, size: int) -> None:
-        """Upload the verified temp file: one PUT, or a multipart upload that is completed
-        only once every part arrived and aborted on any failure (no half object, no orphan)."""
-        bucket, key = self.config.bucket, self.key(digest)
-        loop = asyncio.get_running_loop()
-        fd = os.open(temp, os.O_RDONLY)
+        """Upload a verified temp file (admit: a bundle import, or a fill that did not stream):
+        one PUT, or a multipart upload completed only after its last part and aborted on any
+        failure (no half object, no orphaned upload)."""
+        upload = self.begin_upload(temp, digest)
         try:
-            if size <= PART_SIZE:
-                body = await loop.run_in_executor(None, os.pread, fd, size, 0)
-                await self.client.put_object(Bucket=bucket, Key=key, Body=body)
-                return
-            upload = await self.client.create_multipart_upload(Bucket=bucket, Key=key)
-            upload_id = upload["UploadId"]
-            try:
-                parts = await self._upload_parts(fd, size, key, upload_id)
-                await self.client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
-            except BaseException:
-                with contextlib.suppress(*_ERRORS):
-                    await self.client.abort_multipart_upload(
-                        Bucket=bucket, Key=key, UploadId=upload_id
-                    )
-                raise
-        except _ERRORS as exc:
-            raise _unavailable("upload", exc) from None
-        finally:
-            os.close(fd)
-
-    async def _upload_parts(
-        self, fd: int, size: int, key: str, upload_id: str
-    ) -> list[CompletedPartTypeDef]:
-        loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
-
-        async def part(number: int, offset: int) -> CompletedPartTypeDef:
-            async with slots:
-                length = min(PART_SIZE, size - offset)
-                body = await loop.run_in_executor(None, os.pread, fd, length, offset)
-                answer = await self.client.upload_part(
-                    Bucket=self.config.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                )
-                return {"PartNumber": number, "ETag": answer["ETag"]}
-
-        offsets = range(0, size, PART_SIZE)
-        # TaskGroup: one failed part cancels the others before the upload is aborted.
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(part(n, o)) for n, o in enumerate(offsets, start=1)]
-        except ExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-        return [task.result() for task in tasks]
+            await upload.finish(size)
+        except BaseException:
+            await upload.abort()
+            raise
 
     def delete(self, digest: Digest) -> None:
         task = asyncio.get_running_loop().create_task(self._delete(digest), name=f"delete {digest}")
@@ -171,7 +124,7 @@ class S3Blobs:
     async def _delete(self, digest: Digest) -> None:
         try:
             await self.client.delete_object(Bucket=self.config.bucket, Key=self.key(digest))
-        except _ERRORS as exc:
+        except ERRORS as exc:
             # The row is gone: the object is unreachable through this replica, and a replica
             # that still indexes it finds it (or, once deleted, misses).
             log.warning("could not delete %s from the bucket: %s", digest, exc)
@@ -186,9 +139,9 @@ class S3Blobs:
         except ClientError as exc:
             if _missing(exc):
                 raise BlobGone(str(digest)) from None
-            raise _unavailable("GET", exc) from None
-        except _ERRORS as exc:
-            raise _unavailable("GET", exc) from None
+            raise unavailable("GET", exc) from None
+        except ERRORS as exc:
+            raise unavailable("GET", exc) from None
         return _body(answer["Body"], end - start)
 
     async def presigned_url(self, digest: Digest) -> str:
@@ -224,14 +177,9 @@ async def _body(body: object, length: int) -> AsyncIterator[bytes]:
         async for chunk in stream.iter_chunks(READ_CHUNK):  # type: ignore[attr-defined]
             received += len(chunk)
             yield chunk
-    except _ERRORS as exc:
+    except ERRORS as exc:
         raise FillFailed(f"bucket body cut after {received} bytes: {type(exc).__name__}") from None
     finally:
         stream.close()  # type: ignore[attr-defined]
     if received != length:
         raise FillFailed(f"bucket sent {received} of {length} bytes")
-
-
-def _unavailable(what: str, exc: BaseException) -> Unavailable:
-    log.warning("S3 %s failed: %s", what, exc)
-    return Unavailable(f"the blob store did not answer ({what}); try again")

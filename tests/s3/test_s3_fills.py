@@ -4,6 +4,7 @@ come back from the bucket with Range."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 from fakes import FakeHub
 from fakes.client import MakeMirror, read_or_none
+from support.poll import eventually
 from support.seaweedfs import SeaweedFS
 
 REPO = "library/s3"
@@ -52,7 +54,11 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert await read_or_none(resp) is None, "a client got a whole body of wrong bytes"
     assert seaweedfs.objects(bucket) == {}, "unverified bytes reached the bucket"
-    assert seaweedfs.uploads(bucket) == [], "a multipart upload was left behind"
+    # Parts of a large blob went up during the download; the abort follows the clients' cut.
+    await eventually(
+        lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
+        what="no multipart upload left behind",
+    )
 
     hub.faults.blob_wrong_bytes = False
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
@@ -114,3 +120,47 @@ async def test_replica_with_an_empty_folder_needs_no_upstream(
     async with session.get(second.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert (resp.status, resp.headers["X-Cache"], await resp.read()) == (200, "hit", data)
     assert hub.count() == 0
+
+
+@pytest.mark.parametrize("wrong_bytes", [False, True], ids=["verified", "flipped"])
+async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
+    wrong_bytes: bool,
+    hub: FakeHub,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+) -> None:
+    """The upstream holds the second half of a 20 MiB blob back: by then a multipart upload
+    has begun (a part went up), and no object is visible. Released, the object appears only if
+    the bytes verify; flipped bytes leave neither an object nor an unfinished upload."""
+    data = FakeHub.make_blob(20 * MIB, seed=11)
+    digest = hub.add_blob(REPO, data)
+    gate = asyncio.Event()
+    hub.faults.blob_gate = gate
+    hub.faults.blob_wrong_bytes = wrong_bytes
+    mirror = await make_mirror()
+
+    async def fetch() -> bytes | None:
+        async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
+            return await read_or_none(resp)
+
+    client = asyncio.create_task(fetch())
+    await eventually(
+        lambda: asyncio.to_thread(seaweedfs.uploads, bucket),
+        what="a multipart upload began while the download was held",
+    )
+    assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}, "visible before verified"
+    gate.set()
+    body = await client
+    if wrong_bytes:
+        assert body is None, "a client got a whole body of wrong bytes"
+        await eventually(
+            lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
+            what="the upload of unverified bytes was aborted",
+        )
+        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}
+    else:
+        assert body == data
+        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {key(digest): len(data)}
+        assert await asyncio.to_thread(seaweedfs.uploads, bucket) == []
