@@ -170,7 +170,9 @@ def test_second_replica_serves_the_bucket_without_upstream_blob_gets(
     assert not local_blob_files(second)
 
 
+@pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
 def test_purge_through_one_replica_is_a_miss_on_the_other(
+    redirect: bool,
     images: dict[str, Image],
     registry: Registry,
     seaweedfs: SeaweedFS,
@@ -179,11 +181,12 @@ def test_purge_through_one_replica_is_a_miss_on_the_other(
     puller: Puller,
 ) -> None:
     """The object goes from the bucket; the other replica, whose index still names it, fetches
-    it again and serves whole bytes, never a broken body."""
+    it again and serves whole bytes, never a broken body (with redirect = true: never a
+    redirect to a missing object)."""
     image = images["oci"]
     spec = PullSpec("tag", image.ref)
     puller.prepare([spec])
-    first, second = replica(), replica()
+    first, second = replica(), replica(redirect=redirect)
     puller.check(first, spec, "cold pull through the first replica")
     puller.check(second, spec, "pull through the second replica (from the bucket)")
 
