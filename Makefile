@@ -38,7 +38,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check mirror tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	MYPYPATH=tests $(BIN)/mypy --strict tests/fakes tests/support tests/real tests/clients tests/auth tests/unit tests/*.py
+	MYPYPATH=tests $(BIN)/mypy --strict tests/fakes tests/support tests/real tests/clients tests/auth tests/unit tests/s3 tests/*.py
 	MYPYPATH=tests $(BIN)/mypy --strict bench
 
 pytest: $(VENV)/.installed system-deps

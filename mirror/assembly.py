@@ -21,6 +21,7 @@ from mirror.services.blobs import BlobService
 from mirror.services.fill_limits import FillLimits
 from mirror.services.manifests import ManifestService
 from mirror.services.tag_lists import TagListService
+from mirror.stores.blob_backend import BlobBackend, FilesystemBackend
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.catalog import Catalog
@@ -30,6 +31,7 @@ from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
+from mirror.stores.s3_blobs import S3Blobs
 from mirror.stores.sweep import Sweeper
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
@@ -51,7 +53,8 @@ class Stores:
 
     lock: FolderLock
     metadata: Metadata
-    files: BlobFiles
+    files: BlobFiles  # the local folder: fills' temp files, and blobs with the filesystem backend
+    backend: BlobBackend  # where verified blobs live
     ledger: UsageLedger
     leases: BlobLeases
     keeper: BlobKeeper
@@ -99,14 +102,18 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
+    backend: BlobBackend = (
+        FilesystemBackend(files) if config.storage.s3 is None else S3Blobs(config.storage.s3)
+    )
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
     # Asked at each eviction: pins come from the config, locked tags from bundle imports.
     pinned = partial(Sweeper(metadata).pinned, pins)
-    keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned)
+    keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned, backend=backend)
     metrics.storage_full.set_function(lambda: float(disk.full))
-    return Stores(lock, metadata, files, ledger, leases, keeper, disk, Catalog(metadata.database))
+    catalog = Catalog(metadata.database)
+    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog)
 
 
 def pins_of(config: Config) -> Pins:
@@ -156,6 +163,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
         now,
         FillLimits(config.cache.max_concurrent_fills, config.cache.max_fills_per_client, metrics),
         config.cache.fetch_unreferenced_blobs,
+        redirect=config.storage.s3 is not None and config.storage.s3.redirect,
     )
     metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)
@@ -208,12 +216,15 @@ async def _database(stores: Stores) -> AsyncIterator[None]:
         with unusable_folder(stores.lock.root):
             stores.files.open()
             await stores.metadata.open()
+        await stores.backend.start()
     except BaseException:
+        await stores.backend.close()
         await stores.metadata.close()
         raise
     try:
         yield
     finally:
+        await stores.backend.close()  # deletes in flight finish before the index closes
         await stores.metadata.close()
 
 

@@ -23,6 +23,7 @@ from mirror.config_edge import (
     parse_auth,
     parse_server,
 )
+from mirror.config_s3 import S3Config, parse_backend
 from mirror.config_tables import Section, count, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
@@ -38,6 +39,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "ConfigError",
+    "S3Config",
     "ServerConfig",
     "StorageConfig",
     "UpstreamConfig",
@@ -57,6 +59,10 @@ class StorageConfig:
     max_unused_age: float = 0.0
     # Repositories or repo:tag patterns (fnmatch) never aged out nor evicted, as written.
     pinned: tuple[str, ...] = ()
+    # Where verified blobs live: "filesystem" (blobs/ under path) or "s3" (the bucket in s3).
+    # Either way path keeps the index and the fills' temp files.
+    backend: str = "filesystem"
+    s3: S3Config | None = None
 
 
 DEFAULT_STALE_AFTER = 5.0
@@ -117,6 +123,7 @@ def _storage(section: Section) -> StorageConfig:
     flush = section.take("flush_interval")
     unused = section.take("max_unused_age")
     pinned = _pins(section.take("pinned"), section.key("pinned"))
+    backend, s3 = parse_backend(section)
     section.finish()
     if low_water is not None and (
         isinstance(low_water, bool)
@@ -139,6 +146,8 @@ def _storage(section: Section) -> StorageConfig:
         if unused is None
         else parse_duration(unused, section.key("max_unused_age")),
         pinned=pinned,
+        backend=backend,
+        s3=s3,
     )
 
 

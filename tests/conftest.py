@@ -28,6 +28,7 @@ from support.images import build_layout, push_images
 from support.mirror_process import MirrorProcesses
 from support.procs import LOGS, keep_log, log_tail, need
 from support.registry import Registry
+from support.seaweedfs import SeaweedFS
 from support.skopeo import Skopeo
 
 # Generous for a loaded 2-core machine; the timeout tests set their own short ones.
@@ -204,3 +205,14 @@ def pytest_runtest_makereport(
         for label, path in item.stash.get(LOGS, []):
             report.sections.append((f"{label} ({path})", log_tail(path, LOG_TAIL)))
     return report
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) for the whole session; each test makes its own bucket."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

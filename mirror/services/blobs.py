@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +23,8 @@ from mirror.metrics import FillFailure, Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
+from mirror.services.fill_upload import FillUpload
+from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace, is_no_space
@@ -46,7 +48,17 @@ class StoredBlob:
     size: int
 
 
-BlobSource = StoredBlob | BlobStream
+@dataclass(frozen=True, slots=True)
+class BucketBlob:
+    """A verified blob in the bucket: streamed from it (BlobService.read_bucket) or, with
+    `redirect`, fetched from it by the client itself."""
+
+    digest: Digest
+    size: int
+    redirect: bool
+
+
+BlobSource = StoredBlob | BucketBlob | BlobStream
 
 
 class BlobService:
@@ -62,8 +74,12 @@ class BlobService:
         clock: Callable[[], float],
         limits: FillLimits,
         fetch_unreferenced: bool = True,
+        *,
+        redirect: bool = False,
     ) -> None:
         self._files = files
+        self._backend = keeper.backend
+        self._redirect = redirect
         self._metadata = metadata
         self._keeper = keeper
         self._ledger = ledger
@@ -92,9 +108,9 @@ class BlobService:
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
         """The blob's size for a HEAD; asks the upstream only when nothing is local. HEAD
         answers as GET would: an unreferenced blob is refused the same way."""
-        if not self._fetch_unreferenced and not self._present(digest):
+        if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
-        local = self._stored_size(digest)
+        local = await self._stored_size(digest)
         fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):
             if not await self._metadata.has_link(upstream.name, repo, digest):
@@ -114,17 +130,20 @@ class BlobService:
         """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
         fill counts against the limits for `client` (its address)."""
         linked = await self._metadata.has_link(upstream.name, repo, digest)
-        if not self._fetch_unreferenced and not self._present(digest):
+        if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
-        # Stat after every await, so the file cannot have gone between stat and send.
-        size = self._stored_size(digest)
+        # Stat after every await, so the file cannot have gone between stat and send (for the
+        # filesystem, _stored_size does not suspend: stat and return happen in one step).
+        size = await self._stored_size(digest)
         if (size is not None or digest in self._fills) and not linked:
             await self._confirm_upstream_holds(upstream, repo, digest)
-            size = self._stored_size(digest)
+            size = await self._stored_size(digest)
         for _ in range(JOIN_ATTEMPTS):
             if size is not None:
                 self._metrics.cache("blob", "hit")
                 self._ledger.touch(digest, self._clock())
+                if not self._backend.local:
+                    return BucketBlob(digest, size, self._redirect)
                 return StoredBlob(self._files.path(digest), size)
             fill = self._fills.get(digest)
             if fill is None:
@@ -140,16 +159,16 @@ class BlobService:
                 return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
             # than the whole bound, streamed and dropped (a new fill for this client).
-            size = self._stored_size(digest)
+            size = await self._stored_size(digest)
         raise Unavailable(f"download of {digest} did not settle; try again")
 
-    def _present(self, digest: Digest) -> bool:
-        return digest in self._fills or self._stored_size(digest) is not None
+    async def _present(self, digest: Digest) -> bool:
+        return digest in self._fills or await self._stored_size(digest) is not None
 
     async def _refuse_unreferenced(self, repo: str, digest: Digest) -> None:
         """With cache.fetch_unreferenced_blobs = false, only what a cached manifest references
         is fetched: a client cannot fill the disk with arbitrary blobs."""
-        if await self._metadata.is_referenced(digest) or self._present(digest):
+        if await self._metadata.is_referenced(digest) or await self._present(digest):
             return
         self._metrics.fills_refused.labels("unreferenced").inc()
         raise BlobUnknown(
@@ -157,12 +176,46 @@ class BlobService:
             " (cache.fetch_unreferenced_blobs = false): pull its manifest first"
         )
 
-    def _stored_size(self, digest: Digest) -> int | None:
+    async def _stored_size(self, digest: Digest) -> int | None:
         """The stored blob's size; None when absent, or purged and kept only for the readers
         it had (a new request fetches it again)."""
         if self._leases.pending_removal(digest):
             return None
-        return self._files.size_of(digest)
+        if self._backend.local:
+            return self._files.size_of(digest)
+        # The bucket: this replica's index first; then, unless this replica is fetching the
+        # blob itself, the bucket (another replica may have stored it: no upstream GET then).
+        row = await self._metadata.blob_row(digest)
+        if row is not None:
+            return row.size
+        if digest in self._fills:
+            return None
+        size = await self._backend.size_of(digest)
+        if size is None or self._leases.pending_removal(digest):
+            return None
+        await self._keeper.adopt(digest, size, self._clock())
+        return size
+
+    async def read_bucket(self, blob: BucketBlob, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a blob from the bucket. BlobGone (before any byte) when another
+        replica removed it: the row goes too, so the caller's next open() is a miss."""
+        try:
+            return await self._backend.read(blob.digest, start, end)
+        except BlobGone:
+            await self._gone(blob.digest)
+            raise
+
+    async def redirect_url(self, blob: BucketBlob) -> str:
+        """A presigned URL of the object, once it is known to be there (a client sent to a
+        missing object would get the bucket's 404, not a miss): BlobGone otherwise."""
+        if await self._backend.size_of(blob.digest) is None:
+            await self._gone(blob.digest)
+            raise BlobGone(str(blob.digest))
+        return await self._backend.presigned_url(blob.digest)
+
+    async def _gone(self, digest: Digest) -> None:
+        log.info("blob %s is no longer in the bucket; fetching it again", digest)
+        await self._keeper.remove([digest])
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
@@ -199,10 +252,19 @@ class BlobService:
             reservation = await self._keeper.reserve(size)
 
         self._leases.acquire(digest)
+        # A bucket: parts go up while the download runs; the object appears only after the
+        # digest is verified (finish), and a failed fill leaves nothing (abort).
+        upload = self._backend.begin_upload(fill.temp_path, digest)
+        following = None if upload is None else FillUpload(fill, upload)
+        streamed = False
         try:
             await fill.download(partial(upstream.open_blob, repo, digest), reserve)
+            # Larger than the whole bound: never stored, so never completed (aborted below).
+            if following is not None and self._keeper.fits(fill.written):
+                await following.finish(fill.written)
+                streamed = True
             await self._keeper.admit(
-                fill.temp_path, digest, fill.written, self._clock(), reservation
+                fill.temp_path, digest, fill.written, self._clock(), reservation, uploaded=streamed
             )
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
@@ -229,6 +291,8 @@ class BlobService:
             self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
             if isinstance(error, DigestMismatch):
                 self._metrics.digest_mismatches.inc()
+            if following is not None and not streamed:
+                await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
             await self._metadata.add_link(upstream.name, repo, digest)
 

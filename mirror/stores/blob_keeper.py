@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mirror.metrics import Metrics
 from mirror.reference import Digest
+from mirror.stores.blob_backend import BlobBackend, FilesystemBackend
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import Reservation, UsageLedger
@@ -31,6 +32,10 @@ class BlobKeeper:
     crash in between leaves a row without a file, which the next start removes. It leaves row
     first, then file once no reader holds it; a crash in between leaves a file without a row,
     which the next start removes too.
+
+    With a bucket (a backend that is not `local`) the order of storing is the other way round:
+    the object is uploaded, then the row written, so a row never names an object that never
+    arrived; an object without a row is harmless (other replicas index it when asked for it).
     """
 
     def __init__(
@@ -42,8 +47,10 @@ class BlobKeeper:
         metrics: Metrics,
         *,
         pinned: PinnedContent | None = None,
+        backend: BlobBackend | None = None,
     ) -> None:
         self._metadata = metadata
+        self.backend: BlobBackend = backend or FilesystemBackend(files)
         self._pinned = pinned  # what pinned and locked tags reach: eviction passes it by
         self._files = files
         self._ledger = ledger
@@ -76,12 +83,15 @@ class BlobKeeper:
         size: int,
         now: float,
         reservation: Reservation | None = None,
+        *,
+        uploaded: bool = False,
     ) -> bool:
         """Store a verified temp file as the blob; False when it is larger than the whole bound
         (its readers finish from their open descriptors, and the file is dropped). A fill that
         reserved its size made room when it began; one without (no announced size) makes it
         now. The reservation becomes stored bytes when the row is written; the caller still
-        releases it when anything fails."""
+        releases it when anything fails. `uploaded`: a fill already stored the bytes in the
+        backend (an Upload it finished); only the row is left to write."""
         if self._ledger.too_large(size):
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
@@ -90,6 +100,14 @@ class BlobKeeper:
             # Make room before the blob lands, so the bound holds while clients pull rather
             # than after the janitor's next pass; blobs in use are passed by.
             await self._make_room(size)
+        if not self.backend.local:
+            # Uploaded before the row; the temp file goes once both are there (its readers
+            # keep their descriptors). A failure leaves the temp file to the caller.
+            if not uploaded:
+                await self.backend.commit(temp, digest, size)
+            await self.adopt(digest, size, now, reservation)
+            self._files.discard(temp)
+            return True
         # A purge of an earlier copy may still wait for its readers: it must spare this one.
         # Cancelled before the row is written, so a purge that deletes the new row re-arms it.
         self._leases.cancel_pending(digest)
@@ -101,6 +119,19 @@ class BlobKeeper:
             await self.remove([digest])  # no row may outlive a file that never arrived
             raise
         return True
+
+    async def adopt(
+        self, digest: Digest, size: int, now: float, reservation: Reservation | None = None
+    ) -> None:
+        """Index a blob the bucket holds (uploaded by this replica or by another): a row, no
+        bytes moved."""
+        self._leases.cancel_pending(digest)  # as in admit: an earlier purge spares this copy
+        if await self._metadata.put_blob(digest, size, now):
+            self._ledger.landed(size, reservation)
+
+    def fits(self, size: int) -> bool:
+        """A blob of this size may be stored (it is not larger than the whole bound)."""
+        return not self._ledger.too_large(size)
 
     async def _make_room(self, incoming: int = 0) -> None:
         """Evict down to the low-water mark, less running fills' shares and `incoming`."""
@@ -117,7 +148,7 @@ class BlobKeeper:
         Called in the step the transaction returned in, so no request finds a file about to go."""
         for row in rows:
             self._ledger.removed(row.size)
-            self._leases.when_released(row.digest, partial(self._files.delete, row.digest))
+            self._leases.when_released(row.digest, partial(self.backend.delete, row.digest))
 
     async def flush_access_times(self) -> None:
         """Write the batched last-access times: one transaction, not one per hit."""

@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from mirror.errors import FillFailed, RangeInvalid
+from mirror.services.blobs import BlobService, BucketBlob
 from mirror.services.fill import BlobStream
 from mirror.web.appkeys import BODY_SENT, MIRROR
 from mirror.web.middleware import error_response
@@ -86,6 +87,58 @@ async def send_stored(
     if response.status in (200, 206):
         served = request.app[MIRROR].metrics.served_bytes.labels("cache")
         served.inc(response.content_length or 0)
+    return response
+
+
+async def send_bucket(
+    request: web.Request, service: BlobService, blob: BucketBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Stream a blob from the bucket with the range decided here; BlobGone (from the bucket's
+    answer, before the head goes out) when another replica removed it. A body the bucket cuts
+    short cuts the client short too."""
+    try:
+        byte_range = requested_range(request, blob.size)
+    except RangeInvalid as exc:
+        return unsatisfiable(exc, blob.size, headers)
+    start, end = (0, blob.size) if byte_range is None else (byte_range.start, byte_range.end)
+    body = await service.read_bucket(blob, start, end)
+    response = web.StreamResponse(headers=headers)
+    response.headers["Accept-Ranges"] = "bytes"
+    if byte_range is not None:
+        response.set_status(206)
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+    response.content_length = end - start
+    served = request.app[MIRROR].metrics.served_bytes.labels("cache")
+    try:
+        await response.prepare(request)
+        request[BODY_SENT] = 0
+        async for chunk in body:
+            await response.write(chunk)
+            served.inc(len(chunk))
+            request[BODY_SENT] += len(chunk)
+    except FillFailed as exc:
+        log.warning("cutting a client of %s: %s", blob.digest, exc)
+        request.app[MIRROR].metrics.clients_cut.inc()
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    except ConnectionError:
+        return response
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response
+
+
+async def redirect_to_bucket(
+    service: BlobService, blob: BucketBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    """307 to a presigned URL of the object (as Docker Hub sends clients to its CDN); the
+    client repeats its Range there. BlobGone when the object is not there."""
+    location = await service.redirect_url(blob)
+    response = web.Response(status=307, headers=headers)
+    response.headers["Location"] = location
+    response.content_type = "text/plain"
     return response
 
 

@@ -8,12 +8,21 @@ from contextlib import closing
 
 from aiohttp import web
 
-from mirror.errors import ManifestUnknown, NotFound, PaginationInvalid, TagInvalid, Unsupported
+from mirror.errors import (
+    ManifestUnknown,
+    NotFound,
+    PaginationInvalid,
+    TagInvalid,
+    Unavailable,
+    Unsupported,
+)
 from mirror.reference import Digest, Reference, parse_reference
+from mirror.services.blobs import StoredBlob
 from mirror.services.fill import BlobStream
+from mirror.stores.blob_backend import BlobGone
 from mirror.upstream.router import Target
 from mirror.web.appkeys import CACHE_RESULT, GATE, MIRROR
-from mirror.web.blob_responses import send_stored, send_stream
+from mirror.web.blob_responses import redirect_to_bucket, send_bucket, send_stored, send_stream
 from mirror.web.middleware import API_VERSION
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,9 @@ STALE_WARNING = '299 - "stale: the upstream could not be reached; served from ca
 # Link to the next page, as for any page the server shortens).
 MAX_PAGE_SIZE = 10_000
 _PAGE_SIZE = re.compile(r"[0-9]+")
+# A bucket hit whose object another replica just removed is asked again (then a miss); twice
+# in a row means the bucket and the index keep disagreeing.
+BUCKET_ATTEMPTS = 3
 
 
 def _read_only(request: web.Request) -> None:
@@ -118,17 +130,26 @@ async def blob(request: web.Request, target: Target, digest_text: str) -> web.St
         await head.write_eof()
         return head
     client = request.app[GATE].client_address(request)
-    source = await service.open(
-        target.upstream, target.repo, digest, None if client is None else str(client)
-    )
-    streaming = isinstance(source, BlobStream)
-    request[CACHE_RESULT] = headers[CACHE_HEADER] = "miss" if streaming else "hit"
-    # The blob counts as in use until the last byte went out, so no purge unlinks it sooner.
-    with service.reading(digest):
-        if isinstance(source, BlobStream):
-            with closing(source):
-                return await send_stream(request, source, headers)
-        return await send_stored(request, source.path, source.size, headers)
+    for _ in range(BUCKET_ATTEMPTS):
+        source = await service.open(
+            target.upstream, target.repo, digest, None if client is None else str(client)
+        )
+        streaming = isinstance(source, BlobStream)
+        request[CACHE_RESULT] = headers[CACHE_HEADER] = "miss" if streaming else "hit"
+        # The blob counts as in use until the last byte went out, so no purge unlinks it sooner.
+        with service.reading(digest):
+            if isinstance(source, BlobStream):
+                with closing(source):
+                    return await send_stream(request, source, headers)
+            if isinstance(source, StoredBlob):
+                return await send_stored(request, source.path, source.size, headers)
+            try:
+                if source.redirect:
+                    return await redirect_to_bucket(service, source, headers)
+                return await send_bucket(request, service, source, headers)
+            except BlobGone:
+                continue  # another replica removed it; its row is gone too: now a miss
+    raise Unavailable(f"blob {digest} keeps vanishing from the bucket; try again")
 
 
 def page_size(text: str | None) -> int | None:

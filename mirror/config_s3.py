@@ -1,0 +1,92 @@
+"""`[storage.s3]`: the S3-compatible bucket that holds the blobs when `storage.backend = "s3"`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from yarl import URL
+
+from mirror.config_tables import Section, positive, secret
+from mirror.errors import ConfigError
+from mirror.units import parse_duration
+
+BACKENDS = ("filesystem", "s3")
+DEFAULT_REGION = "us-east-1"
+# S3's own bucket-name rule (3-63 of lowercase letters, digits, dots and hyphens).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    bucket: str
+    # None: the service's own endpoint for `region` (AWS); any S3-compatible server otherwise.
+    endpoint: URL | None = None
+    prefix: str = ""  # "" or ending in "/": several mirrors can share a bucket
+    region: str = DEFAULT_REGION
+    # None: botocore's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles).
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    redirect: bool = False  # blob hits answer 307 to a presigned URL of the object
+    presign_ttl: float = 300.0  # how long a presigned URL is valid; checked when a GET starts
+
+
+def parse_s3(section: Section) -> S3Config:
+    defaults = S3Config(bucket="-")
+    endpoint_text = section.take_str("endpoint")
+    bucket = section.take_str("bucket")
+    prefix = section.take_str("prefix") or ""
+    region = section.take_str("region") or defaults.region
+    access_key = secret(section, "access_key")
+    secret_key = secret(section, "secret_key")
+    redirect = section.take_bool("redirect", defaults.redirect)
+    ttl = section.take("presign_ttl")
+    section.finish()
+    endpoint = None
+    if endpoint_text is not None:
+        endpoint = URL(endpoint_text)
+        if endpoint.scheme not in ("http", "https") or not endpoint.host:
+            raise ConfigError(f"{section.key('endpoint')}: expected an http:// or https:// URL")
+        if endpoint.raw_user is not None or endpoint.raw_password is not None:
+            raise ConfigError(
+                f"{section.key('endpoint')}: no credentials in the URL; set "
+                f"{section.key('access_key')} and {section.key('secret_key')} (or their _file)"
+            )
+    if bucket is None:
+        raise ConfigError(f"{section.key('bucket')}: the bucket's name is required")
+    if not _BUCKET.fullmatch(bucket):
+        raise ConfigError(f"{section.key('bucket')}: {bucket[:70]!r} is not a bucket name")
+    if (access_key is None) != (secret_key is None):
+        raise ConfigError(f"{section.key('access_key')}: access_key and secret_key go together")
+    if prefix.startswith("/"):
+        raise ConfigError(f"{section.key('prefix')}: a key prefix does not start with /")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Config(
+        bucket=bucket,
+        endpoint=endpoint,
+        prefix=prefix,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        redirect=redirect,
+        presign_ttl=defaults.presign_ttl
+        if ttl is None
+        else positive(parse_duration(ttl, section.key("presign_ttl")), section, "presign_ttl"),
+    )
+
+
+def parse_backend(section: Section) -> tuple[str, S3Config | None]:
+    """`storage.backend` and, with "s3", its `[storage.s3]` table (required then, and refused
+    with the filesystem backend, where it would silently do nothing)."""
+    backend = section.take_str("backend") or "filesystem"
+    raw_s3 = section.take("s3")
+    if backend not in BACKENDS:
+        raise ConfigError(f'{section.key("backend")}: expected "filesystem" or "s3"')
+    if backend == "filesystem":
+        if raw_s3 is not None:
+            raise ConfigError(f'{section.key("s3")}: set {section.key("backend")} = "s3" to use it')
+        return backend, None
+    if raw_s3 is None:
+        raise ConfigError(f'{section.key("backend")}: "s3" needs a [{section.key("s3")}] table')
+    return backend, parse_s3(Section(raw_s3, section.key("s3")))

@@ -1,0 +1,188 @@
+"""Blobs in an S3-compatible bucket (Ceph RGW, SeaweedFS, MinIO, AWS): `{prefix}blobs/<alg>/<hex>`.
+
+Every request is signed by botocore (through aiobotocore, on aiohttp); nothing here signs by
+hand. The bucket is shared by every replica configured with it: an object is only ever written
+whole (a single PUT, or a multipart upload completed after the last part), and only from a
+temp file whose size and digest were verified, so an object under a digest's key always holds
+that digest's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.response import StreamingBody
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from mirror.config import S3Config
+from mirror.errors import FillFailed
+from mirror.reference import Digest
+from mirror.stores.blob_backend import BlobGone
+from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1024 * 1024
+
+
+def _missing(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
+
+
+class S3Blobs:
+    """The S3 backend: one aiobotocore client for the process's lifetime."""
+
+    local = False
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        self._client: S3Client | None = None
+        self._exit = contextlib.AsyncExitStack()
+        self._deletes: set[asyncio.Task[None]] = set()
+
+    def key(self, digest: Digest) -> str:
+        return f"{self.config.prefix}blobs/{digest.algorithm}/{digest.hex}"
+
+    @property
+    def client(self) -> S3Client:
+        assert self._client is not None, "S3 backend used before start()"
+        return self._client
+
+    async def start(self) -> None:
+        """Nothing is asked of the bucket here: a replica starts while the store is away."""
+        config = AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},  # S3-compatible servers seldom have bucket DNS
+            # botocore would add a CRC32 of every part and check one on every GET: the blob's
+            # digest is checked by the fill already.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=64,
+            connect_timeout=10,
+            read_timeout=60,
+            retries={"max_attempts": 3, "mode": "standard"},
+        )
+        session = get_session()
+        self._client = await self._exit.enter_async_context(
+            session.create_client(
+                "s3",
+                endpoint_url=None if self.config.endpoint is None else str(self.config.endpoint),
+                region_name=self.config.region,
+                aws_access_key_id=self.config.access_key,
+                aws_secret_access_key=self.config.secret_key,
+                config=config,
+            )
+        )
+
+    async def close(self) -> None:
+        if self._deletes:
+            await asyncio.gather(*self._deletes, return_exceptions=True)
+        await self._exit.aclose()
+        self._client = None
+
+    async def size_of(self, digest: Digest) -> int | None:
+        try:
+            answer = await self.client.head_object(Bucket=self.config.bucket, Key=self.key(digest))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise unavailable("HEAD", exc) from None
+        except ERRORS as exc:
+            raise unavailable("HEAD", exc) from None
+        return int(answer["ContentLength"])
+
+    def begin_upload(self, source: Path, digest: Digest) -> PartUpload:
+        """An upload that follows a growing file; the object appears only at `finish`."""
+        return PartUpload(self.client, self.config.bucket, self.key(digest), source)
+
+    async def commit(self, temp: Path, digest: Digest, size: int) -> None:
+        """Upload a verified temp file (admit: a bundle import, or a fill that did not stream):
+        one PUT, or a multipart upload completed only after its last part and aborted on any
+        failure (no half object, no orphaned upload)."""
+        upload = self.begin_upload(temp, digest)
+        try:
+            await upload.finish(size)
+        except BaseException:
+            await upload.abort()
+            raise
+
+    def delete(self, digest: Digest) -> None:
+        task = asyncio.get_running_loop().create_task(self._delete(digest), name=f"delete {digest}")
+        self._deletes.add(task)
+        task.add_done_callback(self._deletes.discard)
+
+    async def _delete(self, digest: Digest) -> None:
+        try:
+            await self.client.delete_object(Bucket=self.config.bucket, Key=self.key(digest))
+        except ERRORS as exc:
+            # The row is gone: the object is unreachable through this replica, and a replica
+            # that still indexes it finds it (or, once deleted, misses).
+            log.warning("could not delete %s from the bucket: %s", digest, exc)
+
+    async def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
+        if start >= end:
+            return _nothing()
+        try:
+            answer = await self.client.get_object(
+                Bucket=self.config.bucket, Key=self.key(digest), Range=f"bytes={start}-{end - 1}"
+            )
+        except ClientError as exc:
+            if _missing(exc):
+                raise BlobGone(str(digest)) from None
+            raise unavailable("GET", exc) from None
+        except ERRORS as exc:
+            raise unavailable("GET", exc) from None
+        return _body(answer["Body"], end - start)
+
+    async def presigned_url(self, digest: Digest) -> str:
+        return await self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.config.bucket, "Key": self.key(digest)},
+            ExpiresIn=int(self.config.presign_ttl),
+        )
+
+    async def matches_digest(self, digest: Digest) -> bool | None:
+        size = await self.size_of(digest)
+        if size is None:
+            return None
+        hasher = digest.hasher()
+        try:
+            async for chunk in await self.read(digest, 0, size):
+                hasher.update(chunk)
+        except BlobGone:
+            return None
+        return hasher.hexdigest() == digest.hex
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield
+
+
+async def _body(body: StreamingBody, length: int) -> AsyncIterator[bytes]:
+    """The object's bytes, READ_CHUNK at a time (aiohttp hands over whatever arrived, often
+    64 KiB: a write per such piece costs the client a third of its throughput); FillFailed
+    when the bucket cuts them short (the client is cut too)."""
+    content: aiohttp.StreamReader = body.raw_stream.content
+    received = 0
+    try:
+        while received < length:
+            chunk = await content.readexactly(min(READ_CHUNK, length - received))
+            received += len(chunk)
+            yield chunk
+    except (asyncio.IncompleteReadError, *ERRORS) as exc:
+        raise FillFailed(f"bucket body cut after {received} bytes: {type(exc).__name__}") from None
+    finally:
+        body.close()

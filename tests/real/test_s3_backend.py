@@ -1,0 +1,210 @@
+"""The S3 backend with real parts: mirror processes whose blobs live in a SeaweedFS bucket, in
+front of the session's docker-registry, pulled by skopeo.
+
+Every pull is compared file by file with a direct pull from the registry; upstream traffic is
+counted from the registry's own log, and the bucket is listed with a plain S3 client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.images import Image
+from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
+from support.poll import wait_until
+from support.registry import Registry
+from support.seaweedfs import SeaweedFS
+from support.skopeo import Skopeo
+
+from .conftest import DirectPulls, PullSpec
+from .test_skopeo_pull import Puller, blob_gets, listing, pull_specs
+
+NAMES = ["oci", "docker", "index", "list"]
+ADMIN_TOKEN = "s3-backend-admin-token"
+
+StartReplica = Callable[..., MirrorProcess]
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFS) -> str:
+    """A fresh bucket per test: replicas of one test share it, tests do not."""
+    name = f"mirror-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def replica(
+    registry: Registry,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    mirror_processes: MirrorProcesses,
+    tmp_path: Path,
+) -> StartReplica:
+    """Start a mirror process on its own empty data folder, with its blobs in `bucket`."""
+    count = 0
+
+    def start(*, redirect: bool = False) -> MirrorProcess:
+        nonlocal count
+        count += 1
+        config: dict[str, Any] = process_config(registry.url, tmp_path / f"data-{count}")
+        config["storage"]["backend"] = "s3"
+        config["storage.s3"] = {
+            "endpoint": seaweedfs.endpoint,
+            "bucket": bucket,
+            "access_key": seaweedfs.access_key,
+            "secret_key": seaweedfs.secret_key,
+            "redirect": redirect,
+        }
+        config["admin"] = {"token": ADMIN_TOKEN}
+        return mirror_processes(config=config)
+
+    return start
+
+
+@pytest.fixture
+def puller(skopeo: Skopeo, direct: DirectPulls, tmp_path: Path) -> Puller:
+    return Puller(skopeo, direct, tmp_path)
+
+
+def blob_keys(image: Image) -> set[str]:
+    """The bucket keys of an image's blobs (its layers and configs)."""
+    return {f"blobs/sha256/{digest.split(':', 1)[1]}" for digest in image.blobs}
+
+
+def local_blob_files(mirror: MirrorProcess) -> list[Path]:
+    return [p for p in (mirror.data / "blobs").rglob("*") if p.is_file()]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def raw_get(mirror: MirrorProcess, path: str, headers: dict[str, str] | None = None) -> Answer:
+    """GET without following redirects: the mirror's own answer."""
+    conn = http.client.HTTPConnection(mirror.host, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
+def test_pulls_cold_and_warm_from_the_bucket(
+    redirect: bool,
+    images: dict[str, Image],
+    registry: Registry,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    replica: StartReplica,
+    puller: Puller,
+) -> None:
+    mirror = replica(redirect=redirect)
+    specs = [spec for name in NAMES for spec in pull_specs(images[name])]
+    puller.prepare(specs)
+
+    mark = registry.mark()
+    for spec in specs:
+        puller.check(mirror, spec, "cold pull")
+    cold = registry.requests_since(mark)
+    per_blob = Counter(r.reference for r in blob_gets(cold))
+    twice = {digest: n for digest, n in per_blob.items() if n > 1}
+    assert per_blob and not twice, f"upstream blob GETs: {per_blob}\n{listing(cold)}"
+    stored = seaweedfs.objects(bucket)
+    expected = set().union(*(blob_keys(images[name]) for name in NAMES))
+    assert expected <= set(stored), f"missing from the bucket: {expected - set(stored)}"
+    assert not local_blob_files(mirror), "blobs were stored in the local folder"
+    assert not seaweedfs.uploads(bucket), "unfinished multipart uploads left in the bucket"
+
+    mark = registry.mark()
+    for spec in specs:
+        puller.check(mirror, spec, "warm pull")
+    warm = registry.requests_since(mark)
+    assert not warm, f"warm pull asked the upstream:\n{listing(warm)}"
+
+    image = images["oci"]
+    digest = sorted(image.blobs)[0]
+    answer = raw_get(mirror, f"/v2/{image.repo}/blobs/{digest}", {"Range": "bytes=1-4"})
+    whole = (puller.direct.get(PullSpec("tag", image.ref)) / digest.split(":", 1)[1]).read_bytes()
+    if redirect:
+        assert answer.status == 307, f"expected a redirect to the bucket, got {answer.status}"
+        location = answer.headers["Location"]
+        assert location.startswith(seaweedfs.endpoint + f"/{bucket}/blobs/sha256/"), location
+        request = urllib.request.Request(location, headers={"Range": "bytes=1-4"})
+        with urllib.request.urlopen(request, timeout=30) as presigned:
+            assert (presigned.status, presigned.read()) == (206, whole[1:5])
+    else:
+        assert (answer.status, answer.body) == (206, whole[1:5])
+        assert answer.headers["Content-Range"] == f"bytes 1-4/{len(whole)}"
+
+
+def test_second_replica_serves_the_bucket_without_upstream_blob_gets(
+    images: dict[str, Image], registry: Registry, replica: StartReplica, puller: Puller
+) -> None:
+    """A replica on an empty folder finds what another stored: no upstream blob GET."""
+    specs = [spec for name in NAMES for spec in pull_specs(images[name])]
+    puller.prepare(specs)
+    first = replica()
+    for spec in specs:
+        puller.check(first, spec, "cold pull through the first replica")
+    second = replica()
+    mark = registry.mark()
+    for spec in specs:
+        puller.check(second, spec, "pull through a second replica, empty folder")
+    seen = registry.requests_since(mark)
+    assert not blob_gets(seen), f"the second replica fetched blobs upstream:\n{listing(seen)}"
+    assert not local_blob_files(second)
+
+
+@pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
+def test_purge_through_one_replica_is_a_miss_on_the_other(
+    redirect: bool,
+    images: dict[str, Image],
+    registry: Registry,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    replica: StartReplica,
+    puller: Puller,
+) -> None:
+    """The object goes from the bucket; the other replica, whose index still names it, fetches
+    it again and serves whole bytes, never a broken body (with redirect = true: never a
+    redirect to a missing object)."""
+    image = images["oci"]
+    spec = PullSpec("tag", image.ref)
+    puller.prepare([spec])
+    first, second = replica(), replica(redirect=redirect)
+    puller.check(first, spec, "cold pull through the first replica")
+    puller.check(second, spec, "pull through the second replica (from the bucket)")
+
+    layer = sorted(image.blobs)[0]
+    key = f"blobs/sha256/{layer.split(':', 1)[1]}"
+    request = urllib.request.Request(
+        f"{first.url}/admin/blobs/{layer}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        report = json.loads(answer.read())
+    assert report["blobs"] == 1, report
+    wait_until(lambda: key not in seaweedfs.objects(bucket), what="the object left the bucket")
+
+    mark = registry.mark()
+    puller.check(second, spec, "pull through the second replica after the purge")
+    seen = registry.requests_since(mark)
+    refetched = [r.reference for r in blob_gets(seen)]
+    assert refetched == [layer], f"expected one upstream GET of {layer}:\n{listing(seen)}"
+    assert key in seaweedfs.objects(bucket), "the refetched blob was not stored again"
