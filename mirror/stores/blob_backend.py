@@ -46,6 +46,10 @@ class BlobBackend(Protocol):
         """Wait for deletes in flight; release connections."""
         ...
 
+    async def check(self) -> str | None:
+        """Why the store cannot be used now (readiness), or None."""
+        ...
+
     async def size_of(self, digest: Digest) -> int | None:
         """The stored blob's size, None when it is not stored."""
         ...
@@ -89,6 +93,9 @@ class FilesystemBackend:
 
     async def close(self) -> None:
         return None
+
+    async def check(self) -> str | None:
+        return None  # /readyz checks the folders itself
 
     async def size_of(self, digest: Digest) -> int | None:
         return self.files.size_of(digest)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
+CHECK_TIMEOUT = 5.0  # seconds for the readiness check's HEAD of the bucket
 
 
 def _missing(exc: ClientError) -> bool:
@@ -51,6 +52,8 @@ class S3Blobs:
         self._client: S3Client | None = None
         self._exit = contextlib.AsyncExitStack()
         self._deletes: set[asyncio.Task[None]] = set()
+        self._problem: str | None = None  # what the last check found (logged when it changes)
+        self._first_check: asyncio.Task[str | None] | None = None
 
     def key(self, digest: Digest) -> str:
         return f"{self.config.prefix}blobs/{digest.algorithm}/{digest.hex}"
@@ -85,8 +88,40 @@ class S3Blobs:
                 config=config,
             )
         )
+        # Not awaited: a replica starts while the store is away; wrong credentials or a
+        # missing bucket still get their one error line at once, and /readyz says 503.
+        self._first_check = asyncio.create_task(self.check(), name="s3 check")
+
+    async def check(self) -> str | None:
+        """The bucket answers this replica's credentials (a HEAD of the bucket)."""
+        bucket = self.config.bucket
+        problem: str | None = None
+        try:
+            await asyncio.wait_for(self.client.head_bucket(Bucket=bucket), CHECK_TIMEOUT)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            problem = f"bucket {bucket}: {status} {error.get('Code', '')}".strip()
+            if status in (401, 403):
+                problem += " (check storage.s3 access_key and secret_key)"
+            elif status == 404:
+                problem += " (no such bucket: create it, or check storage.s3.bucket)"
+        except ERRORS as exc:  # ClientError is caught above: what is left never answered
+            where = self.config.endpoint or "the default endpoint"
+            problem = f"bucket {bucket}: unreachable at {where} ({type(exc).__name__})"
+        if problem != self._problem:
+            if problem is not None:
+                log.error("S3 store unusable: %s", problem)
+            else:
+                log.info("S3 bucket %s usable again", bucket)
+            self._problem = problem
+        return problem
 
     async def close(self) -> None:
+        if self._first_check is not None:
+            self._first_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first_check
         if self._deletes:
             await asyncio.gather(*self._deletes, return_exceptions=True)
         await self._exit.aclose()

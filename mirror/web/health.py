@@ -22,6 +22,9 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[MIRROR].stores.metadata.ping()
     except Exception as exc:
         problems.append(f"database: {type(exc).__name__}")
+    problem = await request.app[MIRROR].stores.keeper.backend.check()
+    if problem is not None:
+        problems.append(f"store: {problem}")
     root = request.app[MIRROR].config.storage.path
     for folder in (root / "blobs", root / "tmp"):
         if not os.access(folder, os.W_OK):
