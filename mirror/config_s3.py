@@ -29,6 +29,9 @@ class S3Config:
     secret_key: str | None = field(default=None, repr=False)
     redirect: bool = False  # blob hits answer 307 to a presigned URL of the object
     presign_ttl: float = 300.0  # how long a presigned URL is valid; checked when a GET starts
+    # A multipart upload begun this long ago is a fill whose replica died: the janitor aborts
+    # it (longer than any download takes; replicas sharing a bucket cannot tell each other's).
+    abandoned_after: float = 86400.0
 
 
 def parse_s3(section: Section) -> S3Config:
@@ -41,6 +44,7 @@ def parse_s3(section: Section) -> S3Config:
     secret_key = secret(section, "secret_key")
     redirect = section.take_bool("redirect", defaults.redirect)
     ttl = section.take("presign_ttl")
+    abandoned = section.take("abandoned_after")
     section.finish()
     endpoint = None
     if endpoint_text is not None:
@@ -73,6 +77,11 @@ def parse_s3(section: Section) -> S3Config:
         presign_ttl=defaults.presign_ttl
         if ttl is None
         else positive(parse_duration(ttl, section.key("presign_ttl")), section, "presign_ttl"),
+        abandoned_after=defaults.abandoned_after
+        if abandoned is None
+        else positive(
+            parse_duration(abandoned, section.key("abandoned_after")), section, "abandoned_after"
+        ),
     )
 
 

@@ -50,6 +50,10 @@ class BlobBackend(Protocol):
         """Why the store cannot be used now (readiness), or None."""
         ...
 
+    async def abort_abandoned(self, now: float) -> int:
+        """Uploads a dead replica left behind, aborted (a bucket); how many."""
+        ...
+
     async def size_of(self, digest: Digest) -> int | None:
         """The stored blob's size, None when it is not stored."""
         ...
@@ -96,6 +100,9 @@ class FilesystemBackend:
 
     async def check(self) -> str | None:
         return None  # /readyz checks the folders itself
+
+    async def abort_abandoned(self, now: float) -> int:
+        return 0  # a dead fill's temp file is swept at start (BlobFiles.sweep_temps)
 
     async def size_of(self, digest: Digest) -> int | None:
         return self.files.size_of(digest)

@@ -117,6 +117,26 @@ class S3Blobs:
             self._problem = problem
         return problem
 
+    async def abort_abandoned(self, now: float) -> int:
+        """Abort the multipart uploads under this prefix begun more than `abandoned_after`
+        ago: fills of a replica that died mid-download (their object never appeared)."""
+        cutoff = now - self.config.abandoned_after
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(Bucket=self.config.bucket, Prefix=f"{self.config.prefix}blobs/")
+        async for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                with contextlib.suppress(ClientError):  # gone meanwhile: someone else's abort
+                    await self.client.abort_multipart_upload(
+                        Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        if aborted:
+            log.warning("aborted %d multipart uploads abandoned by a stopped replica", aborted)
+        return aborted
+
     async def close(self) -> None:
         if self._first_check is not None:
             self._first_check.cancel()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +23,7 @@ from mirror.upkeep.retention import Retention
 
 log = logging.getLogger(__name__)
 
+UPLOAD_SWEEP_INTERVAL = 600.0  # seconds between looks for abandoned multipart uploads
 BUSY_RETRY = 1.0  # seconds between eviction attempts while everything is in use
 
 
@@ -62,12 +65,22 @@ class Janitor:
         self._retention = retention
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one eviction or verify at a time
+        self._next_upload_sweep = -math.inf  # the first pass looks for abandoned uploads
 
     async def start(self) -> None:
         self._disk.restore_reserve()
         await self.reconcile()
         await self.evict()
         self._task = asyncio.create_task(self._run(), name="janitor")
+
+    async def abort_abandoned(self) -> int:
+        """A bucket's multipart uploads that a replica killed mid-fill left behind."""
+        try:
+            # Wall time, not an injected clock: the bucket stamps uploads with its own.
+            return await self._keeper.backend.abort_abandoned(time.time())
+        except Exception as exc:  # the store is away: /readyz says so; try at the next pass
+            log.warning("could not look for abandoned uploads: %s", exc)
+            return 0
 
     async def close(self) -> None:
         if self._task is not None:
@@ -82,6 +95,10 @@ class Janitor:
                 await asyncio.wait_for(self._ledger.over_limit.wait(), self._config.flush_interval)
             try:
                 await self.flush()
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time >= self._next_upload_sweep:
+                    self._next_upload_sweep = loop_time + UPLOAD_SWEEP_INTERVAL
+                    await self.abort_abandoned()
                 await self.retain()
                 evicted, _ = await self.evict()
                 if not evicted and self._keeper.held_by_pins:
