@@ -103,7 +103,9 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
     backend: BlobBackend = (
-        FilesystemBackend(files) if config.storage.s3 is None else S3Blobs(config.storage.s3)
+        FilesystemBackend(files)
+        if config.storage.s3 is None
+        else S3Blobs(config.storage.s3, metrics.bucket)
     )
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()

@@ -16,6 +16,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from mirror.bucket_metrics import BucketMetrics
+
 # What a cache lookup did: answered locally, asked the upstream, or served old content because
 # the upstream could not answer.
 CacheResult = Literal["hit", "miss", "stale"]
@@ -94,6 +96,7 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self.bucket = BucketMetrics(r)  # the S3 backend's requests (stores/s3_blobs.py)
         self.http_duration = Histogram(
             "mirror_http_request_duration_seconds",
             "Time to answer a request (for blobs, until the last byte was handed to the socket).",

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -22,6 +24,7 @@ from aiobotocore.response import StreamingBody
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
+from mirror.bucket_metrics import BucketMetrics
 from mirror.config import S3Config
 from mirror.errors import FillFailed
 from mirror.reference import Digest
@@ -47,8 +50,9 @@ class S3Blobs:
 
     local = False
 
-    def __init__(self, config: S3Config) -> None:
+    def __init__(self, config: S3Config, metrics: BucketMetrics | None = None) -> None:
         self.config = config
+        self._metrics = metrics
         self._client: S3Client | None = None
         self._exit = contextlib.AsyncExitStack()
         self._deletes: set[asyncio.Task[None]] = set()
@@ -88,6 +92,13 @@ class S3Blobs:
                 config=config,
             )
         )
+        if self._metrics is not None:
+            # botocore's own events see every call, paginators and presigned URLs aside.
+            events = self._client.meta.events
+            events.register("before-parameter-build.s3", self._parameters)
+            events.register("before-call.s3", self._call_started)
+            events.register("after-call.s3", self._call_answered)
+            events.register("after-call-error.s3", self._call_failed)
         # Not awaited: a replica starts while the store is away; wrong credentials or a
         # missing bucket still get their one error line at once, and /readyz says 503.
         self._first_check = asyncio.create_task(self.check(), name="s3 check")
@@ -116,6 +127,32 @@ class S3Blobs:
                 log.info("S3 bucket %s usable again", bucket)
             self._problem = problem
         return problem
+
+    def _parameters(self, params: Any, **_: Any) -> None:
+        """The call's own parameters: a part's or a PUT's blob bytes, counted as sent."""
+        assert self._metrics is not None
+        body = params.get("Body") if isinstance(params, dict) else None
+        if isinstance(body, io.BytesIO):  # botocore has wrapped the bytes by now
+            self._metrics.bytes.labels("out").inc(body.getbuffer().nbytes)
+        elif isinstance(body, bytes | bytearray | memoryview):
+            self._metrics.bytes.labels("out").inc(len(body))
+
+    def _call_started(self, context: Any, **_: Any) -> None:
+        context["mirror_started"] = time.perf_counter()
+
+    def _call_answered(
+        self, model: Any, http_response: Any, parsed: Any, context: Any, **_: Any
+    ) -> None:
+        assert self._metrics is not None
+        took = time.perf_counter() - context.get("mirror_started", time.perf_counter())
+        self._metrics.answered(model.name, int(http_response.status_code), took)
+        if model.name == "GetObject" and isinstance(parsed, dict):
+            self._metrics.bytes.labels("in").inc(int(parsed.get("ContentLength") or 0))
+
+    def _call_failed(self, model: Any, context: Any, **_: Any) -> None:
+        assert self._metrics is not None
+        took = time.perf_counter() - context.get("mirror_started", time.perf_counter())
+        self._metrics.failed(model.name, took)
 
     async def abort_abandoned(self, now: float) -> int:
         """Abort the multipart uploads under this prefix begun more than `abandoned_after`

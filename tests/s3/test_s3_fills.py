@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from fakes import FakeHub
 from fakes.client import MakeMirror, read_or_none
+from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.seaweedfs import SeaweedFS
 
@@ -95,6 +96,21 @@ async def test_large_blob_round_trip_with_ranges(
     async with session.head(url) as resp:
         assert (resp.status, resp.content_length) == (200, len(data))
     assert hub.count("cdn", "GET") == 1, "the blob's bytes were fetched upstream more than once"
+
+    # What the bucket was asked, as /metrics tells it: three parts up, the reads down.
+    metrics = await scrape(session, mirror)
+
+    def requests(operation: str) -> float:
+        labels = {"operation": operation, "status": "2xx"}
+        return metric_value(metrics, "mirror_bucket_requests_total", labels) or 0.0
+
+    assert requests("UploadPart") == 3 and requests("CompleteMultipartUpload") == 1
+    assert requests("GetObject") == 2  # the whole hit and the range
+    assert metric_value(metrics, "mirror_bucket_bytes_total", {"direction": "out"}) == len(data)
+    sent = metric_value(metrics, "mirror_bucket_bytes_total", {"direction": "in"})
+    assert sent == len(data) + (end + 1 - start)
+    errors = {"operation": "UploadPart", "status": "error"}
+    assert metric_value(metrics, "mirror_bucket_requests_total", errors) == 0
 
 
 async def test_replica_with_an_empty_folder_needs_no_upstream(

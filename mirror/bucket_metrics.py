@@ -1,0 +1,59 @@
+"""The object store's side of the metrics: requests to the bucket by operation and status,
+their latency, and bytes each way (with `backend = "s3"`; zero on the filesystem backend)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# What the S3 backend asks of a bucket; pre-created so a dashboard has every series at once.
+OPERATIONS = (
+    "HeadBucket",
+    "HeadObject",
+    "GetObject",
+    "PutObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "ListMultipartUploads",
+    "DeleteObject",
+)
+STATUSES = ("2xx", "3xx", "4xx", "5xx", "error")  # error: no answer (refused, reset, timeout)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class BucketMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "mirror_bucket_requests_total",
+            "Requests to the S3 bucket, by operation and status class (error: no answer).",
+            ["operation", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "mirror_bucket_request_duration_seconds",
+            "Time until the bucket's answer was parsed (a GET: its headers).",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "mirror_bucket_bytes_total",
+            "Blob bytes sent to the bucket (out) and announced by it for reads (in).",
+            ["direction"],
+            registry=registry,
+        )
+        for operation in OPERATIONS:
+            self.duration.labels(operation)
+            for status in STATUSES:
+                self.requests.labels(operation, status)
+        for direction in ("in", "out"):
+            self.bytes.labels(direction)
+
+    def answered(self, operation: str, status: int, seconds: float) -> None:
+        self.requests.labels(operation, f"{status // 100}xx").inc()
+        self.duration.labels(operation).observe(seconds)
+
+    def failed(self, operation: str, seconds: float) -> None:
+        self.requests.labels(operation, "error").inc()
+        self.duration.labels(operation).observe(seconds)
