@@ -68,7 +68,8 @@ class S3Blobs:
         return self._client
 
     async def start(self) -> None:
-        """Nothing is asked of the bucket here: a replica starts while the store is away."""
+        """Nothing here waits for the bucket: a replica starts while the store is away (the
+        first check runs behind, and says so in one line when the bucket refuses)."""
         config = AioConfig(
             signature_version="s3v4",
             s3={"addressing_style": "path"},  # S3-compatible servers seldom have bucket DNS
