@@ -236,6 +236,8 @@ class BlobService:
         # The fill belongs to the service, not to the request that started it: a client
         # that goes away does not stop it.
         task = asyncio.create_task(self._run_fill(fill, upstream, repo), name=f"fill {digest}")
+        # Released when the fill settles (below), or with its task if it never ran.
+        fill.on_settled = ended
         task.add_done_callback(lambda _: ended())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -285,6 +287,7 @@ class BlobService:
             # Renamed into place (if stored) in this same step: a reader that arrives next
             # finds the stored file, never a temp path that is gone.
             fill.settle(error)
+            fill.on_settled()  # its bound on running fills is free from this step on
             if self._fills.get(digest) is fill:
                 del self._fills[digest]
             self._leases.release(digest)

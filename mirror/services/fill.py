@@ -48,6 +48,8 @@ class Fill:
         self.started = asyncio.Event()  # the upstream answered (or the fill failed)
         self.finished = asyncio.Event()
         self._progress = asyncio.Event()
+        # Called once the fill is over (it frees the fill's place under the fill limits).
+        self.on_settled: Callable[[], None] = _nothing
 
     def _notify(self) -> None:
         progress, self._progress = self._progress, asyncio.Event()
@@ -232,3 +234,7 @@ async def _finish(absorbing: concurrent.futures.Future[None] | None) -> None:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
+
+
+def _nothing() -> None:
+    return None

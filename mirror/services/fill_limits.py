@@ -42,7 +42,15 @@ class FillLimits:
                     RETRY_AFTER,
                 )
             self._by_client[client] += 1
-            return lambda: self._ended(client)
+            released = False
+
+            def ended() -> None:  # once, whichever of the fill's end and its task's comes first
+                nonlocal released
+                if not released:
+                    released = True
+                    self._ended(client)
+
+            return ended
         return _nothing
 
     def _ended(self, client: str) -> None:
