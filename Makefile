@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # Real upstream registry, real clients (skopeo, dockerd, containerd, podman), real Prometheus,
 # a real terminal (tmux) for what `mirror warm` draws on one, Apache's htpasswd to write the
 # pull users' bcrypt file as operators do, and mmdebstrap to make the Debian base the Dockerfile is
-# built on (tests/test_container_image.py: no base image can be pulled).
-SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux apache2-utils mmdebstrap
-SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux htpasswd mmdebstrap
+# built on (tests/test_container_image.py: no base image can be pulled), and nginx as the hashing
+# balancer in front of several replicas (tests/real/test_s3_routing.py).
+SYSTEM_PACKAGES := docker-registry skopeo docker.io containerd podman prometheus iproute2 tmux apache2-utils mmdebstrap nginx-light
+SYSTEM_BINARIES := docker-registry skopeo dockerd containerd ctr podman prometheus promtool ip tmux htpasswd mmdebstrap nginx
 
 .PHONY: run test lint pytest system-deps clean
 
