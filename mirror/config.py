@@ -24,7 +24,7 @@ from mirror.config_edge import (
     parse_server,
 )
 from mirror.config_s3 import S3Config, parse_backend
-from mirror.config_tables import Section, count, positive, secret
+from mirror.config_tables import Section, count, http_url, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration, parse_listen, parse_size
 
@@ -191,15 +191,8 @@ def _upstream(section: Section) -> UpstreamConfig:
     defaults = UpstreamConfig()
     name = section.take_str("name") or defaults.name
     url_text = section.take_str("url")
-    url = URL(url_text) if url_text else defaults.url
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"{section.key('url')}: expected an http:// or https:// URL")
-    if url.raw_user is not None or url.raw_password is not None:
-        # Never echoed: the line names the keys to use, not what was written.
-        raise ConfigError(
-            f"{section.key('url')}: no credentials in the URL; set "
-            f"{section.key('username')} and {section.key('password')} (or password_file)"
-        )
+    instead = f"{section.key('username')} and {section.key('password')} (or password_file)"
+    url = http_url(section, "url", url_text, instead) if url_text else defaults.url
     username = section.take_str("username")
     password = secret(section, "password")
     if (username is None) != (password is None):

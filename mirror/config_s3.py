@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
-from mirror.config_tables import Section, positive, secret
+from mirror.config_tables import Section, http_url, positive, secret
 from mirror.errors import ConfigError
 from mirror.units import parse_duration
 
@@ -46,16 +46,10 @@ def parse_s3(section: Section) -> S3Config:
     ttl = section.take("presign_ttl")
     abandoned = section.take("abandoned_after")
     section.finish()
-    endpoint = None
-    if endpoint_text is not None:
-        endpoint = URL(endpoint_text)
-        if endpoint.scheme not in ("http", "https") or not endpoint.host:
-            raise ConfigError(f"{section.key('endpoint')}: expected an http:// or https:// URL")
-        if endpoint.raw_user is not None or endpoint.raw_password is not None:
-            raise ConfigError(
-                f"{section.key('endpoint')}: no credentials in the URL; set "
-                f"{section.key('access_key')} and {section.key('secret_key')} (or their _file)"
-            )
+    instead = f"{section.key('access_key')} and {section.key('secret_key')} (or their _file)"
+    endpoint = (
+        None if endpoint_text is None else http_url(section, "endpoint", endpoint_text, instead)
+    )
     if bucket is None:
         raise ConfigError(f"{section.key('bucket')}: the bucket's name is required")
     if not _BUCKET.fullmatch(bucket):

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from mirror.errors import ConfigError
 
 
@@ -102,3 +104,14 @@ def networks(section: Section, name: str) -> tuple[Network, ...]:
                 f"got {str(item)[:100]!r}"
             ) from None
     return tuple(parsed)
+
+
+def http_url(section: Section, name: str, text: str, instead: str) -> URL:
+    """An http:// or https:// URL with a host and no `user:password@` (`instead` names the
+    keys credentials go in). The refusal never echoes what was written."""
+    url = URL(text)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"{section.key(name)}: expected an http:// or https:// URL")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise ConfigError(f"{section.key(name)}: no credentials in the URL; set {instead}")
+    return url

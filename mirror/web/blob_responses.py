@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from mirror.errors import FillFailed, RangeInvalid
+from mirror.reference import Digest
 from mirror.services.blobs import BlobService, BucketBlob
 from mirror.services.fill import BlobStream
 from mirror.web.appkeys import BODY_SENT, MIRROR
@@ -117,11 +118,7 @@ async def send_bucket(
             served.inc(len(chunk))
             request[BODY_SENT] += len(chunk)
     except FillFailed as exc:
-        log.warning("cutting a client of %s: %s", blob.digest, exc)
-        request.app[MIRROR].metrics.clients_cut.inc()
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return _cut(request, response, blob.digest, exc)
     except ConnectionError:
         return response
     finally:
@@ -171,11 +168,7 @@ async def send_stream(
             served.inc(length)
             request[BODY_SENT] += length
     except FillFailed as exc:
-        log.warning("cutting a client of %s: %s", stream.digest, exc)
-        request.app[MIRROR].metrics.clients_cut.inc()
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return _cut(request, response, stream.digest, exc)
     except ConnectionError:
         return response  # the client went away; the fill goes on without it
     finally:
@@ -197,3 +190,15 @@ async def _send_span(
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the client went away")
     await stream.send(transport, offset, length)  # after the head, still in the buffer
+
+
+def _cut(
+    request: web.Request, response: web.StreamResponse, digest: Digest, why: FillFailed
+) -> web.StreamResponse:
+    """The bytes being sent cannot be vouched for (a failed fill, a cut bucket read): abort the
+    connection, so the client holds a short body, never a complete one of wrong bytes."""
+    log.warning("cutting a client of %s: %s", digest, why)
+    request.app[MIRROR].metrics.clients_cut.inc()
+    if request.transport is not None:
+        request.transport.abort()
+    return response
