@@ -4,14 +4,17 @@ registry, and a mirror process in front of the session's registry (tests/conftes
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.images import SKOPEO_SET, Image
-from support.mirror_process import MirrorProcess, MirrorProcesses
+from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
 from support.registry import Registry
+from support.seaweedfs import SeaweedFS
 from support.skopeo import Skopeo
 
 
@@ -79,3 +82,46 @@ def mirror_factory(registry: Registry, mirror_processes: MirrorProcesses) -> Mir
 def mirror(mirror_factory: MirrorFactory) -> MirrorProcess:
     """A fresh mirror (empty cache) in front of the session's registry."""
     return mirror_factory()
+
+
+# -- replicas on a bucket (the S3 backend suites) ---------------------------------------------
+
+S3_ADMIN_TOKEN = "s3-backend-admin-token"
+StartReplica = Callable[..., MirrorProcess]
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFS) -> str:
+    """A fresh bucket per test: replicas of one test share it, tests do not."""
+    name = f"mirror-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def replica(
+    registry: Registry,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    mirror_processes: MirrorProcesses,
+    tmp_path: Path,
+) -> StartReplica:
+    """Start a mirror process on its own empty data folder, with its blobs in `bucket`."""
+    count = 0
+
+    def start(*, redirect: bool = False) -> MirrorProcess:
+        nonlocal count
+        count += 1
+        config: dict[str, Any] = process_config(registry.url, tmp_path / f"data-{count}")
+        config["storage"]["backend"] = "s3"
+        config["storage.s3"] = {
+            "endpoint": seaweedfs.endpoint,
+            "bucket": bucket,
+            "access_key": seaweedfs.access_key,
+            "secret_key": seaweedfs.secret_key,
+            "redirect": redirect,
+        }
+        config["admin"] = {"token": S3_ADMIN_TOKEN}
+        return mirror_processes(config=config)
+
+    return start

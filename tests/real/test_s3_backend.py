@@ -10,65 +10,22 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.request
-import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.images import Image
-from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
+from support.mirror_process import MirrorProcess
 from support.poll import wait_until
 from support.registry import Registry
 from support.seaweedfs import SeaweedFS
 from support.skopeo import Skopeo
 
-from .conftest import DirectPulls, PullSpec
+from .conftest import S3_ADMIN_TOKEN, DirectPulls, PullSpec, StartReplica
 from .test_skopeo_pull import Puller, blob_gets, listing, pull_specs
 
 NAMES = ["oci", "docker", "index", "list"]
-ADMIN_TOKEN = "s3-backend-admin-token"
-
-StartReplica = Callable[..., MirrorProcess]
-
-
-@pytest.fixture
-def bucket(seaweedfs: SeaweedFS) -> str:
-    """A fresh bucket per test: replicas of one test share it, tests do not."""
-    name = f"mirror-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def replica(
-    registry: Registry,
-    seaweedfs: SeaweedFS,
-    bucket: str,
-    mirror_processes: MirrorProcesses,
-    tmp_path: Path,
-) -> StartReplica:
-    """Start a mirror process on its own empty data folder, with its blobs in `bucket`."""
-    count = 0
-
-    def start(*, redirect: bool = False) -> MirrorProcess:
-        nonlocal count
-        count += 1
-        config: dict[str, Any] = process_config(registry.url, tmp_path / f"data-{count}")
-        config["storage"]["backend"] = "s3"
-        config["storage.s3"] = {
-            "endpoint": seaweedfs.endpoint,
-            "bucket": bucket,
-            "access_key": seaweedfs.access_key,
-            "secret_key": seaweedfs.secret_key,
-            "redirect": redirect,
-        }
-        config["admin"] = {"token": ADMIN_TOKEN}
-        return mirror_processes(config=config)
-
-    return start
 
 
 @pytest.fixture
@@ -195,7 +152,7 @@ def test_purge_through_one_replica_is_a_miss_on_the_other(
     request = urllib.request.Request(
         f"{first.url}/admin/blobs/{layer}",
         method="DELETE",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        headers={"Authorization": f"Bearer {S3_ADMIN_TOKEN}"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         report = json.loads(answer.read())

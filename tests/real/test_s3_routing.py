@@ -11,63 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.images import Image
-from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
+from support.mirror_process import MirrorProcess
 from support.nginx import SHIPPED, Nginx, render
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
 
+from .conftest import StartReplica
 from .test_skopeo_pull import blob_gets, listing
 
 CLIENTS = 16
 REPLICAS = 3
 CHUNK = 1024 * 1024
 
-StartReplica = Callable[[], MirrorProcess]
 StartNginx = Callable[..., Nginx]
-
-
-@pytest.fixture
-def bucket(seaweedfs: SeaweedFS) -> str:
-    name = f"routing-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def replica(
-    registry: Registry,
-    seaweedfs: SeaweedFS,
-    bucket: str,
-    mirror_processes: MirrorProcesses,
-    tmp_path: Path,
-) -> StartReplica:
-    """A mirror process on its own empty data folder, its blobs in `bucket`."""
-    count = 0
-
-    def start() -> MirrorProcess:
-        nonlocal count
-        count += 1
-        config: dict[str, Any] = process_config(registry.url, tmp_path / f"data-{count}")
-        config["storage"]["backend"] = "s3"
-        config["storage.s3"] = {
-            "endpoint": seaweedfs.endpoint,
-            "bucket": bucket,
-            "access_key": seaweedfs.access_key,
-            "secret_key": seaweedfs.secret_key,
-        }
-        return mirror_processes(config=config)
-
-    return start
 
 
 @pytest.fixture
