@@ -14,20 +14,19 @@ from mirror.errors import (
     BlobUnknown,
     DigestMismatch,
     FillFailed,
-    MirrorError,
-    StorageFull,
     Unavailable,
     UpstreamNotFound,
 )
-from mirror.metrics import FillFailure, Metrics
+from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
+from mirror.services.fill_outcomes import client_error, failure_reason
 from mirror.services.fill_upload import FillUpload
 from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
-from mirror.stores.disk_space import DiskSpace, is_no_space
+from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import Reservation, UsageLedger
 from mirror.stores.metadata import Metadata
@@ -154,7 +153,7 @@ class BlobService:
             await fill.wait_started()
             # No await from here until the reader is open: the temp file cannot move meanwhile.
             if fill.error is not None:
-                raise _client_error(fill, repo)
+                raise client_error(fill, repo)
             if not fill.finished.is_set():
                 return fill.reader()
             # The fill ended while we waited: stored (a hit next time round) or, when larger
@@ -275,7 +274,7 @@ class BlobService:
         except Exception as exc:
             log.warning("fill of %s failed: %s", digest, exc)
             error = exc
-            reason = _failure_reason(exc)
+            reason = failure_reason(exc)
             if reason == "disk":
                 self._disk.noted_full()
             self._metrics.fill_failures.labels(reason).inc()
@@ -298,24 +297,3 @@ class BlobService:
                 await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
             await self._metadata.add_link(upstream.name, repo, digest)
-
-
-def _client_error(fill: Fill, repo: str) -> MirrorError:
-    """What a client that asked for a failed fill is told (it got no byte of it)."""
-    if isinstance(fill.error, UpstreamNotFound):
-        return BlobUnknown(f"blob unknown: {repo}@{fill.digest}")
-    if isinstance(fill.error, MirrorError) and fill.written == 0:
-        return fill.error  # the upstream's answer, classified (unavailable, denied)
-    return Unavailable(f"download of {fill.digest} failed; try again")
-
-
-def _failure_reason(error: Exception) -> FillFailure:
-    if isinstance(error, DigestMismatch):
-        return "mismatch"
-    if isinstance(error, FillFailed):
-        return "truncated"
-    if isinstance(error, StorageFull) or is_no_space(error):
-        return "disk"
-    if isinstance(error, MirrorError):
-        return "upstream"
-    return "other"

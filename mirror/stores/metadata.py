@@ -1,9 +1,10 @@
 """The local side's index in SQLite: tags as resolved, manifests by digest, blobs, repo links.
 
-The index's SQL lives in the stores package: here, and beside it in sweep.py (purges and
-retention by the reference graph), catalog.py (read-only listings), pull_times.py (batched pull
-times) and schema.py. Reads run as one `execute_fetchall` call, so no cursor stays open across an
-await; writes run one transaction at a time (stores/database.py).
+The index's SQL lives in the stores package: here, and beside it in blob_rows.py (the blobs
+table, whose methods Metadata has), sweep.py (purges and retention by the reference graph),
+catalog.py (read-only listings), pull_times.py (batched pull times) and schema.py. Reads run
+as one `execute_fetchall` call, so no cursor stays open across an await; writes run one
+transaction at a time (stores/database.py).
 
 Tags, manifests and links are records of what was fetched: when the disk is full they stay
 in the read cache only (served by this process, fetched again after a restart). A blob row
@@ -21,20 +22,20 @@ import aiosqlite
 
 from mirror.errors import StorageFull
 from mirror.reference import Digest
+from mirror.stores.blob_rows import BlobRows
 from mirror.stores.database import Database, Statements
 from mirror.stores.disk_space import DiskSpace
 from mirror.stores.pull_times import PullTimes
 from mirror.stores.read_cache import ReadCache
-from mirror.stores.records import BlobRow, Forgotten, StoredManifest, TagRow
+from mirror.stores.records import Forgotten, StoredManifest, TagRow
 
 log = logging.getLogger(__name__)
 
-DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
 TABLES = ("tags", "manifests", "blobs", "links", "refs")
 T = TypeVar("T")
 
 
-class Metadata:
+class Metadata(BlobRows):
     """One long-lived aiosqlite connection in WAL mode, and the read cache in front of it."""
 
     def __init__(self, path: Path, disk: DiskSpace) -> None:
@@ -228,70 +229,6 @@ class Metadata:
         statements = self._pulls.take_statements()
         if statements is not None:
             await self._remember("pull times", statements)
-
-    # -- blobs ------------------------------------------------------------------------------
-
-    async def put_blob(self, digest: Digest, size: int, now: float) -> bool:
-        """Record a stored blob; False when a row for it existed already (then refreshed).
-        Raises StorageFull when the disk is full."""
-        key = str(digest)
-
-        async def statements(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (key, size, now, now)
-            )
-            inserted = cursor.rowcount == 1
-            await cursor.close()
-            if not inserted:
-                await db.execute(
-                    "UPDATE blobs SET size = ?, last_access = ? WHERE digest = ?", (size, now, key)
-                )
-            return inserted
-
-        return await self._db.write(statements)
-
-    async def blob_row(self, digest: Digest) -> BlobRow | None:
-        rows = await self._db.rows("SELECT size FROM blobs WHERE digest = ?", (str(digest),))
-        return BlobRow(digest, int(rows[0][0])) if rows else None
-
-    async def blob_rows(self) -> list[BlobRow]:
-        rows = await self._db.rows("SELECT digest, size FROM blobs")
-        return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
-
-    async def blobs_by_last_access(self) -> list[BlobRow]:
-        """Every stored blob, least recently used first (the eviction order)."""
-        rows = await self._db.rows(
-            "SELECT digest, size FROM blobs ORDER BY last_access, created_at"
-        )
-        return [BlobRow(Digest.parse(digest), int(size)) for digest, size in rows]
-
-    async def touch_blobs(self, accessed: Iterable[tuple[Digest, float]]) -> None:
-        """Write a batch of last-access times (the janitor flushes them periodically)."""
-        updates = [(when, str(digest)) for digest, when in accessed]
-
-        async def statements(db: aiosqlite.Connection) -> None:
-            await db.executemany(
-                "UPDATE blobs SET last_access = max(last_access, ?) WHERE digest = ?", updates
-            )
-
-        await self._remember("last-access times", statements)
-
-    async def delete_blobs(self, digests: Iterable[Digest]) -> list[BlobRow]:
-        """Delete these rows; returns the ones that existed (whoever deletes first counts)."""
-        keys = [str(digest) for digest in digests]
-
-        async def statements(db: aiosqlite.Connection) -> list[BlobRow]:
-            deleted: list[BlobRow] = []
-            for start in range(0, len(keys), DELETE_BATCH):
-                batch = keys[start : start + DELETE_BATCH]
-                marks = ", ".join("?" * len(batch))
-                rows = await db.execute_fetchall(
-                    f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
-                )
-                deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
-            return deleted
-
-        return await self._db.write(statements, frees_space=True)
 
     # -- purges (by image: stores/sweep.py) and statistics ---------------------------------------
 

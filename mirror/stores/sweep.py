@@ -26,7 +26,8 @@ from typing import Any
 import aiosqlite
 
 from mirror.reference import Digest
-from mirror.stores.metadata import DELETE_BATCH, Metadata
+from mirror.stores.blob_rows import DELETE_BATCH
+from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.records import BlobRow
 
