@@ -32,6 +32,9 @@ from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.s3_blobs import S3Blobs
+from mirror.stores.s3_records import S3Records
+from mirror.stores.shared_index import SharedIndex
+from mirror.stores.shared_records import LocalOnly, SharedRecords
 from mirror.stores.sweep import Sweeper
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
@@ -60,6 +63,7 @@ class Stores:
     keeper: BlobKeeper
     disk: DiskSpace
     catalog: Catalog  # read-only views over the index (admin catalog, `mirror ls`)
+    index: SharedIndex  # the index with the bucket's tag records, manifests and links behind it
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +106,13 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
-    backend: BlobBackend = (
-        FilesystemBackend(files)
-        if config.storage.s3 is None
-        else S3Blobs(config.storage.s3, metrics.bucket)
-    )
+    backend: BlobBackend
+    records: SharedRecords
+    if config.storage.s3 is None:
+        backend, records = FilesystemBackend(files), LocalOnly()
+    else:
+        bucket = S3Blobs(config.storage.s3, metrics.bucket)
+        backend, records = bucket, S3Records(bucket)
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
@@ -115,7 +121,8 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned, backend=backend)
     metrics.storage_full.set_function(lambda: float(disk.full))
     catalog = Catalog(metadata.database)
-    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog)
+    index = SharedIndex(metadata, records)
+    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog, index)
 
 
 def pins_of(config: Config) -> Pins:
@@ -128,7 +135,13 @@ def build_upkeep(
 ) -> Upkeep:
     sweeper = Sweeper(stores.metadata)
     retention = Retention(
-        sweeper, stores.keeper, pins_of(config), config.storage.max_unused_age, clock, metrics
+        sweeper,
+        stores.keeper,
+        stores.index,
+        pins_of(config),
+        config.storage.max_unused_age,
+        clock,
+        metrics,
     )
     janitor = Janitor(
         stores.metadata,
@@ -140,7 +153,7 @@ def build_upkeep(
         config.storage,
         retention,
     )
-    purge = PurgeService(stores.metadata, stores.keeper, sweeper, metrics)
+    purge = PurgeService(stores.index, stores.keeper, sweeper, metrics)
     return Upkeep(janitor, purge, JobRegistry(clock))
 
 
@@ -152,11 +165,11 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     upkeep = build_upkeep(config, stores, metrics, now)
     router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
     manifests = ManifestService(
-        stores.metadata, now, lambda up: config.tag_ttl_for(up.config), metrics
+        stores.index, now, lambda up: config.tag_ttl_for(up.config), metrics
     )
     blobs = BlobService(
         stores.files,
-        stores.metadata,
+        stores.index,
         stores.keeper,
         stores.ledger,
         stores.leases,
@@ -226,6 +239,7 @@ async def _database(stores: Stores) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await stores.index.records.close()  # on the backend's client: closed before it
         await stores.backend.close()  # deletes in flight finish before the index closes
         await stores.metadata.close()
 

@@ -40,7 +40,7 @@ READ_CHUNK = 1024 * 1024
 CHECK_TIMEOUT = 5.0  # seconds for the readiness check's HEAD of the bucket
 
 
-def _missing(exc: ClientError) -> bool:
+def missing(exc: ClientError) -> bool:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 404 or exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
 
@@ -189,7 +189,7 @@ class S3Blobs:
         try:
             answer = await self.client.head_object(Bucket=self.config.bucket, Key=self.key(digest))
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 return None
             raise unavailable("HEAD", exc) from None
         except ERRORS as exc:
@@ -232,7 +232,7 @@ class S3Blobs:
                 Bucket=self.config.bucket, Key=self.key(digest), Range=f"bytes={start}-{end - 1}"
             )
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 raise BlobGone(str(digest)) from None
             raise unavailable("GET", exc) from None
         except ERRORS as exc:

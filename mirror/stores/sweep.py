@@ -30,10 +30,9 @@ from mirror.stores.blob_rows import DELETE_BATCH
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.records import BlobRow
+from mirror.stores.shared_records import LinkKey, TagKey
 
 Query = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[Any]]]
-TagKey = tuple[str, str, str]  # (upstream, repo, tag)
-LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
 # Whether a link that stays keeps its digest: (upstream, repo, pulled_at) → bool.
 LinkRule = Callable[[str, str, float | None], bool]
 
@@ -45,6 +44,9 @@ class Swept:
     tags: int = 0
     manifests: tuple[str, ...] = ()
     blobs: tuple[BlobRow, ...] = ()
+    # The tags and links removed, for the bucket's records (a dry run names none).
+    tag_keys: tuple[TagKey, ...] = ()
+    link_keys: tuple[LinkKey, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -176,12 +178,20 @@ class Sweeper:
             removed = await doomed(query, selection)
             manifests = await select_in(query, "SELECT digest FROM manifests WHERE digest", removed)
             blobs = await select_in(query, "SELECT digest, size FROM blobs WHERE digest", removed)
+            tag_keys: tuple[TagKey, ...] = ()
+            link_keys: set[LinkKey] = set()
             if not dry_run:
+                tag_keys = tuple(row[:3] for row in selection.tags)
+                links = "SELECT upstream, repo, digest FROM links WHERE digest"
+                found = await select_in(query, links, removed)
+                link_keys = {*selection.links, *((str(u), str(r), str(d)) for u, r, d in found)}
                 await _delete(db, selection, removed)
             return Swept(
                 tags=len(selection.tags),
                 manifests=tuple(sorted(row[0] for row in manifests)),
                 blobs=tuple(BlobRow(Digest.parse(d), int(size)) for d, size in sorted(blobs)),
+                tag_keys=tag_keys,
+                link_keys=tuple(sorted(link_keys)),
             )
 
         return await self._metadata.purge(statements)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from mirror.metrics import Metrics
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.pins import Pins
+from mirror.stores.shared_index import SharedIndex
 from mirror.stores.sweep import Sweeper, Swept
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Retention:
         self,
         sweeper: Sweeper,
         keeper: BlobKeeper,
+        index: SharedIndex,
         pins: Pins,
         max_unused_age: float,
         clock: Callable[[], float],
@@ -32,6 +34,7 @@ class Retention:
     ) -> None:
         self._sweeper = sweeper
         self._keeper = keeper
+        self._index = index
         self._pins = pins
         self._max_age = max_unused_age
         self._clock = clock
@@ -53,6 +56,7 @@ class Retention:
         swept = await self._sweeper.unused(now - self._max_age, self._pins)
         # Same step as the transaction: files go once their readers let go (BlobKeeper.forget).
         self._keeper.forget(swept.blobs)
+        self._index.forget(swept.tag_keys, swept.link_keys, swept.manifests)
         self._metrics.removed(
             "age",
             tags=swept.tags,

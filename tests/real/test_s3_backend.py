@@ -127,6 +127,25 @@ def test_second_replica_serves_the_bucket_without_upstream_blob_gets(
     assert not local_blob_files(second)
 
 
+def test_a_new_replica_pulls_every_image_with_the_first_and_the_upstream_stopped(
+    images: dict[str, Image], upstream: Registry, replica: StartReplica, puller: Puller
+) -> None:
+    """The bucket is the truth: tag records, manifests and links are there beside the blobs,
+    so a replica that never saw an image (or lost its disk) serves every cached one with the
+    upstream unreachable and the replica that fetched it gone."""
+    specs = [spec for name in NAMES for spec in pull_specs(images[name])]
+    puller.prepare(specs)
+    first = replica()
+    for spec in specs:
+        puller.check(first, spec, "cold pull through the first replica")
+    first.stop()
+    upstream.stop()
+    fresh = replica()
+    for spec in specs:
+        puller.check(fresh, spec, "pull through a new replica, the upstream stopped")
+    assert not local_blob_files(fresh)
+
+
 @pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
 def test_purge_through_one_replica_is_a_miss_on_the_other(
     redirect: bool,

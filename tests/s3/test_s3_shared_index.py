@@ -1,0 +1,180 @@
+"""Tag records, manifests and repository links in the bucket: replicas on one bucket (each on
+its own data folder, one fake clock) serve what another one cached, without the upstream, and
+stop serving a tag another one purged once their own record of it is stale.
+
+The fake hub stands in for the upstream because it can be switched off and counts every
+request; the bucket is a real SeaweedFS (it checks signatures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from fakes import FakeHub
+from fakes.client import MakeMirror
+from fakes.clock import FakeClock
+from fakes.oci import ALL_MANIFEST_TYPES
+from support.poll import eventually
+from support.seaweedfs import SeaweedFS
+
+REPO = "library/shared"
+PREFIX = "team-a/"
+TOKEN = "shared-index-admin-token"
+ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
+
+
+@pytest.fixture
+def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
+    name = f"shared-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(name)
+    mirror_config["storage"]["backend"] = "s3"
+    mirror_config["storage"]["s3"] = {
+        "endpoint": seaweedfs.endpoint,
+        "bucket": name,
+        "prefix": PREFIX.rstrip("/"),
+        "access_key": seaweedfs.access_key,
+        "secret_key": seaweedfs.secret_key,
+    }
+    return name
+
+
+async def replica(make_mirror: MakeMirror, tmp_path: Path, name: str) -> TestServer:
+    """A mirror on its own empty data folder, on the test's bucket."""
+    return await make_mirror(storage_path=tmp_path / name, tag_ttl="5m", admin_token=TOKEN)
+
+
+async def get(
+    session: aiohttp.ClientSession, mirror: TestServer, path: str
+) -> tuple[int, bytes, str]:
+    async with session.get(mirror.make_url(path), headers=ACCEPT) as resp:
+        return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
+
+
+def records(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
+    """The bucket's keys other than blobs, without the prefix."""
+    keys = seaweedfs.objects(bucket, PREFIX)
+    return {key.removeprefix(PREFIX) for key in keys if not key.startswith(PREFIX + "blobs/")}
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+async def test_a_new_replica_serves_an_image_with_the_upstream_down(
+    hub: FakeHub,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer one" * 1000, b"layer two" * 1000])
+    first = await replica(make_mirror, tmp_path, "first")
+    status, body, _ = await get(session, first, f"/v2/{REPO}/manifests/v1")
+    assert (status, body) == (200, image.manifest_bytes)
+    for digest in (image.config_digest, *image.layer_digests):
+        assert (await get(session, first, f"/v2/{REPO}/blobs/{digest}"))[0] == 200
+
+    # What the bucket says about the image, besides its blobs.
+    repository = f"repositories/docker.io/{REPO}"
+    linked = {image.manifest_digest, image.config_digest, *image.layer_digests}
+    assert await asyncio.to_thread(records, seaweedfs, bucket) == {
+        f"manifests/sha256/{hex_of(image.manifest_digest)}",
+        f"{repository}/_tags/v1",
+        *(f"{repository}/_links/sha256/{hex_of(digest)}" for digest in linked),
+    }
+
+    hub.faults.registry_status = 503
+    hub.reset_counts()
+    second = await replica(make_mirror, tmp_path, "second")
+    status, body, media_type = await get(session, second, f"/v2/{REPO}/manifests/v1")
+    assert (status, body, media_type) == (200, image.manifest_bytes, image.media_type)
+    by_digest = await get(session, second, f"/v2/{REPO}/manifests/{image.manifest_digest}")
+    assert by_digest[:2] == (200, image.manifest_bytes)
+    for digest, layer in zip(image.layer_digests, image.layers, strict=True):
+        assert await get(session, second, f"/v2/{REPO}/blobs/{digest}") == (
+            200,
+            layer,
+            "application/octet-stream",
+        )
+    # A third replica asked for a layer before any manifest: the bucket's link vouches for it.
+    third = await replica(make_mirror, tmp_path, "third")
+    layer = image.layer_digests[1]
+    assert (await get(session, third, f"/v2/{REPO}/blobs/{layer}"))[:2] == (200, image.layers[1])
+    # Served as fresh from the first replica's record: not even a failed try upstream.
+    assert hub.count(server="registry") == 0, hub.records()
+
+
+async def test_a_fresh_record_spares_the_upstream_and_a_stale_one_is_revalidated(
+    hub: FakeHub,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    old = hub.add_image(REPO, "v1", [b"old layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    second = await replica(make_mirror, tmp_path, "second")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[1] == old.manifest_bytes
+
+    hub.reset_counts()
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[1] == old.manifest_bytes
+    assert hub.count(server="registry") == 0, "a fresh record in the bucket was resolved again"
+
+    # The tag moves upstream; once the record is stale, the next replica asks, and records the
+    # new answer for the others.
+    new = hub.add_image(REPO, "v1", [b"new layer"])
+    clock.advance(5 * 60 + 1)
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[1] == new.manifest_bytes
+    hub.reset_counts()
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[1] == new.manifest_bytes
+    assert hub.count(server="registry") == 0, "the newer record in the bucket was not used"
+
+
+async def test_a_purged_tag_is_not_served_stale_by_another_replica(
+    hub: FakeHub,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    hub.add_image(REPO, "kept", [b"other layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    second = await replica(make_mirror, tmp_path, "second")
+    for tag in ("v1", "kept"):
+        assert (await get(session, first, f"/v2/{REPO}/manifests/{tag}"))[0] == 200
+        assert (await get(session, second, f"/v2/{REPO}/manifests/{tag}"))[0] == 200
+
+    hub.faults.registry_status = 503
+    clock.advance(5 * 60 + 1)
+    # Stale everywhere, upstream down: served stale (the record is still in the bucket).
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[1] == image.manifest_bytes
+
+    purge = first.make_url(f"/admin/cache/{REPO}")
+    async with session.delete(
+        purge, params={"tag": "v1"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["tags"] == 1
+    tag_key = f"repositories/docker.io/{REPO}/_tags/v1"
+    await eventually(
+        lambda: asyncio.to_thread(lambda: tag_key not in records(seaweedfs, bucket)),
+        what="the tag's record left the bucket",
+    )
+
+    status, body, _ = await get(session, second, f"/v2/{REPO}/manifests/v1")
+    assert status != 200, "a tag purged through another replica was served stale"
+    assert json.loads(body)["errors"], body
+    # Another tag of the repository is untouched.
+    assert (await get(session, second, f"/v2/{REPO}/manifests/kept"))[0] == 200
