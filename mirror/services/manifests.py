@@ -54,6 +54,7 @@ class ManifestService:
         self._tag_ttl = tag_ttl
         self._resolving: SingleFlight[StoredManifest] = SingleFlight()
         self._fetching: SingleFlight[StoredManifest] = SingleFlight()
+        self._adopting: SingleFlight[StoredManifest | None] = SingleFlight()
         # When each running tag resolution started (loop time): the stale deadline counts
         # from there, so a client that joins a hung resolution late is not kept waiting anew.
         self._resolving_since: dict[Hashable, float] = {}
@@ -61,6 +62,7 @@ class ManifestService:
     async def close(self) -> None:
         await self._resolving.close()
         await self._fetching.close()
+        await self._adopting.close()
 
     async def get(
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
@@ -113,14 +115,11 @@ class ManifestService:
             return ManifestResult(last_known, "hit")
         if self._index.shared:
             # Stale or unknown here: what the replicas recorded in the bucket may be newer.
-            last_known = await self._index.adopt_tag(
-                upstream.name,
-                repo,
-                tag.name,
-                row,
-                last_known,
-                self._tag_ttl(upstream),
-                self._clock(),
+            ttl, now, known = self._tag_ttl(upstream), self._clock(), last_known
+            # One read of the record however many clients ask at once (a storm on a stale tag).
+            last_known = await self._adopting.run(
+                (upstream.name, repo, tag.name),
+                lambda: self._index.adopt_tag(upstream.name, repo, tag.name, row, known, ttl, now),
             )
             row = await self._metadata.get_tag(upstream.name, repo, tag.name)
             if last_known is not None and self._usable(row, upstream):

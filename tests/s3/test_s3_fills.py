@@ -18,6 +18,7 @@ from support.seaweedfs import SeaweedFS
 
 REPO = "library/s3"
 MIB = 1024 * 1024
+BLOBS = "team-a/blobs/"  # the keys of blobs (tag records, manifests and links are beside them)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     hub.faults.blob_wrong_bytes = True
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert await read_or_none(resp) is None, "a client got a whole body of wrong bytes"
-    assert seaweedfs.objects(bucket) == {}, "unverified bytes reached the bucket"
+    assert seaweedfs.objects(bucket, BLOBS) == {}, "unverified bytes reached the bucket"
     # Parts of a large blob went up during the download; the abort follows the clients' cut.
     await eventually(
         lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
@@ -64,7 +65,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     hub.faults.blob_wrong_bytes = False
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert resp.status == 200 and len(await resp.read()) == size
-    assert seaweedfs.objects(bucket) == {key(digest): size}
+    assert seaweedfs.objects(bucket, BLOBS) == {key(digest): size}
 
 
 async def test_large_blob_round_trip_with_ranges(
@@ -82,7 +83,7 @@ async def test_large_blob_round_trip_with_ranges(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:
         assert (resp.headers["X-Cache"], await resp.read()) == ("miss", data)
-    assert seaweedfs.objects(bucket) == {key(digest): len(data)}
+    assert seaweedfs.objects(bucket, BLOBS) == {key(digest): len(data)}
     assert seaweedfs.uploads(bucket) == []
     async with session.get(url) as resp:
         assert (resp.headers["X-Cache"], await resp.read()) == ("hit", data)
@@ -166,7 +167,7 @@ async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
         lambda: asyncio.to_thread(seaweedfs.uploads, bucket),
         what="a multipart upload began while the download was held",
     )
-    assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}, "visible before verified"
+    assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {}, "visible before verified"
     gate.set()
     body = await client
     if wrong_bytes:
@@ -175,8 +176,8 @@ async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
             lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
             what="the upload of unverified bytes was aborted",
         )
-        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}
+        assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {}
     else:
         assert body == data
-        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {key(digest): len(data)}
+        assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {key(digest): len(data)}
         assert await asyncio.to_thread(seaweedfs.uploads, bucket) == []

@@ -21,6 +21,7 @@ from fakes import FakeHub
 from fakes.client import MakeMirror
 from fakes.clock import FakeClock
 from fakes.oci import ALL_MANIFEST_TYPES
+from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.seaweedfs import SeaweedFS
 
@@ -106,8 +107,11 @@ async def test_a_new_replica_serves_an_image_with_the_upstream_down(
         )
     # A third replica asked for a layer before any manifest: the bucket's link vouches for it.
     third = await replica(make_mirror, tmp_path, "third")
-    layer = image.layer_digests[1]
-    assert (await get(session, third, f"/v2/{REPO}/blobs/{layer}"))[:2] == (200, image.layers[1])
+    unlinked = image.layer_digests[1]
+    assert (await get(session, third, f"/v2/{REPO}/blobs/{unlinked}"))[:2] == (
+        200,
+        image.layers[1],
+    )
     # Served as fresh from the first replica's record: not even a failed try upstream.
     assert hub.count(server="registry") == 0, hub.records()
 
@@ -178,3 +182,101 @@ async def test_a_purged_tag_is_not_served_stale_by_another_replica(
     assert json.loads(body)["errors"], body
     # Another tag of the repository is untouched.
     assert (await get(session, second, f"/v2/{REPO}/manifests/kept"))[0] == 200
+
+
+async def test_purging_everything_through_one_replica_empties_the_records(
+    hub: FakeHub,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    hub.add_image(REPO, "v1", [b"layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    second = await replica(make_mirror, tmp_path, "second")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    async with session.delete(
+        first.make_url("/admin/cache"), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    await eventually(
+        lambda: asyncio.to_thread(lambda: not records(seaweedfs, bucket)),
+        what="every record left the bucket",
+    )
+    hub.faults.registry_status = 503
+    clock.advance(5 * 60 + 1)
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[0] != 200
+
+
+async def test_records_that_lie_are_not_served(
+    hub: FakeHub,
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Anyone with write access to the bucket could plant records: a manifest whose bytes do
+    not match its key's digest is never served, and a record that does not parse is none."""
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    other = hub.add_image(REPO, "other", [b"another layer"])
+    tags = f"{PREFIX}repositories/docker.io/{REPO}/_tags"
+    manifest_key = f"{PREFIX}manifests/sha256/{hex_of(image.manifest_digest)}"
+    record = {"digest": image.manifest_digest, "media_type": image.media_type, "resolved_at": 0}
+
+    def plant() -> None:
+        client = seaweedfs.client()
+        client.put_object(
+            Bucket=bucket, Key=manifest_key, Body=other.manifest_bytes, ContentType=image.media_type
+        )
+        client.put_object(Bucket=bucket, Key=f"{tags}/v1", Body=json.dumps(record).encode())
+        client.put_object(Bucket=bucket, Key=f"{tags}/other", Body=b"{not json")
+
+    await asyncio.to_thread(plant)
+    mirror = await replica(make_mirror, tmp_path, "reader")
+    hub.faults.registry_status = 503
+    status, body, _ = await get(session, mirror, f"/v2/{REPO}/manifests/v1")
+    assert status != 200 and body != other.manifest_bytes, "planted bytes were served"
+    by_digest = await get(session, mirror, f"/v2/{REPO}/manifests/{image.manifest_digest}")
+    assert by_digest[0] != 200 and by_digest[1] != other.manifest_bytes
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/other"))[0] != 200
+    # The upstream back: the real bytes, from it.
+    hub.faults.registry_status = None
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/v1"))[:2] == (
+        200,
+        image.manifest_bytes,
+    )
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/other"))[:2] == (
+        200,
+        other.manifest_bytes,
+    )
+
+
+async def test_a_storm_on_a_stale_tag_reads_its_record_once(
+    hub: FakeHub,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    second = await replica(make_mirror, tmp_path, "second")
+
+    async def reads() -> float:
+        labels = {"operation": "GetObject", "status": "2xx"}
+        text = await scrape(session, second)
+        return metric_value(text, "mirror_bucket_requests_total", labels) or 0.0
+
+    before = await reads()
+    answers = await asyncio.gather(
+        *(get(session, second, f"/v2/{REPO}/manifests/v1") for _ in range(40))
+    )
+    assert {answer[:2] for answer in answers} == {(200, image.manifest_bytes)}
+    # The tag's record and its manifest, read once for the forty clients.
+    assert await reads() - before == 2
