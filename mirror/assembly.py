@@ -26,6 +26,7 @@ from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.catalog import Catalog
 from mirror.stores.disk_space import DiskSpace
+from mirror.stores.doomed import DoomedObjects
 from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
@@ -33,9 +34,11 @@ from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.s3_blobs import S3Blobs
 from mirror.stores.s3_records import S3Records
+from mirror.stores.s3_usage import S3UsageBoard
 from mirror.stores.shared_index import SharedIndex
 from mirror.stores.shared_records import LocalOnly, SharedRecords
 from mirror.stores.sweep import Sweeper
+from mirror.upkeep.bucket_retention import BucketRetention
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
 from mirror.upkeep.purge import PurgeService
@@ -134,6 +137,16 @@ def build_upkeep(
     config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
 ) -> Upkeep:
     sweeper = Sweeper(stores.metadata)
+    shared = None
+    if isinstance(stores.backend, S3Blobs) and config.storage.max_unused_age > 0:
+        shared = BucketRetention(
+            stores.metadata,
+            S3UsageBoard(stores.backend, config.storage.path),
+            DoomedObjects(stores.metadata.database),
+            stores.keeper,
+            stores.leases,
+            stores.backend.config.delete_grace,
+        )
     retention = Retention(
         sweeper,
         stores.keeper,
@@ -142,6 +155,7 @@ def build_upkeep(
         config.storage.max_unused_age,
         clock,
         metrics,
+        shared,
     )
     janitor = Janitor(
         stores.metadata,

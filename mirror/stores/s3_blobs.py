@@ -175,13 +175,17 @@ class S3Blobs:
             log.warning("aborted %d multipart uploads abandoned by a stopped replica", aborted)
         return aborted
 
+    async def settled(self) -> None:
+        """Wait for the deletes in flight."""
+        if self._deletes:
+            await asyncio.gather(*self._deletes, return_exceptions=True)
+
     async def close(self) -> None:
         if self._first_check is not None:
             self._first_check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_check
-        if self._deletes:
-            await asyncio.gather(*self._deletes, return_exceptions=True)
+        await self.settled()
         await self._exit.aclose()
         self._client = None
 
