@@ -113,7 +113,9 @@ class S3Blobs:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            problem = f"bucket {bucket}: {status} {error.get('Code', '')}".strip()
+            # A HEAD's answer has no body: botocore then names the error by its status.
+            code = error.get("Code", "")
+            problem = f"bucket {bucket}: {status} {'' if code == str(status) else code}".strip()
             if status in (401, 403):
                 problem += " (check storage.s3 access_key and secret_key)"
             elif status == 404:

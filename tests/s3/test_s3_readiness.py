@@ -27,8 +27,8 @@ def readyz(url: str) -> tuple[int, Any]:
 @pytest.mark.parametrize(
     ("secret_key", "bucket_made", "cause"),
     [
-        ("not-the-secret", True, "403"),
-        (None, False, "404"),
+        ("not-the-secret", True, ": 403 (check storage.s3 access_key and secret_key)"),
+        (None, False, ": 404 (no such bucket"),
     ],
     ids=["wrong-secret", "no-bucket"],
 )
