@@ -243,8 +243,10 @@ class ManifestService:
         """Local first; `linked` says the upstream just vouched that repo holds this digest."""
         stored = await self._metadata.get_manifest(digest)
         adopted = stored is None and self._index.shared
-        if adopted:
-            stored = await self._index.shared_manifest(digest)  # another replica's
+        if adopted:  # another replica's, read once however many clients ask at once
+            stored = await self._adopting.run(
+                ("by digest", str(digest)), lambda: self._index.shared_manifest(digest)
+            )
         if stored is not None:
             if linked:
                 await self._index.add_link(upstream.name, repo, digest)

@@ -23,6 +23,8 @@ class SharedIndex:
     def __init__(self, metadata: Metadata, records: SharedRecords) -> None:
         self.metadata = metadata
         self.records = records
+        # Bucket lookups of links in flight: a storm of clients asks the bucket once.
+        self._link_lookups: dict[tuple[str, str, Digest], asyncio.Task[bool]] = {}
 
     @property
     def shared(self) -> bool:
@@ -35,7 +37,19 @@ class SharedIndex:
         known here from now on)."""
         if await self.metadata.has_link(upstream, repo, digest):
             return True
-        if not self.shared or not await self.records.has_link(upstream, repo, digest):
+        if not self.shared:
+            return False
+        key = (upstream, repo, digest)
+        lookup = self._link_lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.create_task(self._bucket_link(upstream, repo, digest))
+            self._link_lookups[key] = lookup
+            lookup.add_done_callback(lambda _: self._link_lookups.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    async def _bucket_link(self, upstream: str, repo: str, digest: Digest) -> bool:
+        if not await self.records.has_link(upstream, repo, digest):
             return False
         await self.metadata.add_link(upstream, repo, digest)
         return True

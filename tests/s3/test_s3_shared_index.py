@@ -280,3 +280,32 @@ async def test_a_storm_on_a_stale_tag_reads_its_record_once(
     assert {answer[:2] for answer in answers} == {(200, image.manifest_bytes)}
     # The tag's record and its manifest, read once for the forty clients.
     assert await reads() - before == 2
+
+
+async def test_a_storm_on_a_manifest_by_digest_reads_it_once(
+    hub: FakeHub,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    second = await replica(make_mirror, tmp_path, "second")
+
+    async def requests() -> dict[str, float]:
+        text = await scrape(session, second)
+        return {
+            operation: metric_value(text, "mirror_bucket_requests_total", {"operation": operation})
+            or 0.0
+            for operation in ("GetObject", "HeadObject")
+        }
+
+    before = await requests()
+    path = f"/v2/{REPO}/manifests/{image.manifest_digest}"
+    answers = await asyncio.gather(*(get(session, second, path) for _ in range(40)))
+    assert {answer[:2] for answer in answers} == {(200, image.manifest_bytes)}
+    after = await requests()
+    # One read of the manifest, one look for its link, for the forty clients.
+    assert {op: after[op] - before[op] for op in after} == {"GetObject": 1, "HeadObject": 1}
