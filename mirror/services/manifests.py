@@ -1,8 +1,6 @@
 """Manifests: tags remote-first with a TTL and stale-if-error; digests local-first, kept forever.
-
-With a bucket, "local" extends to what other replicas recorded there (stores/shared_index.py):
-a tag stale or unknown here is looked up in the bucket before the upstream, and a manifest
-by digest is read from it before it is fetched."""
+With a bucket, "local" includes what other replicas recorded there (stores/shared_index.py):
+a tag stale or unknown here, and a manifest by digest, are looked up there before upstream."""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ class S3Records:
     ) -> None:
         keys = [self._tag_key(*key) for key in tags]
         keys += [self._link_key(*key) for key in links]
-        keys += [f"{self._prefix}manifests/{d.replace(':', '/', 1)}" for d in manifests]
+        keys += [self._manifest_key(Digest.parse(digest)) for digest in manifests]
         if keys:
             self._background(lambda: self._delete(keys))
 
