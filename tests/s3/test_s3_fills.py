@@ -5,7 +5,6 @@ come back from the bucket with Range."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import aiohttp
@@ -16,29 +15,17 @@ from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.seaweedfs import SeaweedFS
 
+from .conftest import KEY_PREFIX
+
 REPO = "library/s3"
 MIB = 1024 * 1024
-BLOBS = "team-a/blobs/"  # the keys of blobs (tag records, manifests and links are beside them)
-
-
-@pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
-    """A fresh bucket, and the mirrors of this test made with the S3 backend on it."""
-    name = f"fills-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    mirror_config["storage"]["backend"] = "s3"
-    mirror_config["storage"]["s3"] = {
-        "endpoint": seaweedfs.endpoint,
-        "bucket": name,
-        "prefix": "team-a",
-        "access_key": seaweedfs.access_key,
-        "secret_key": seaweedfs.secret_key,
-    }
-    return name
+BLOBS = (
+    f"{KEY_PREFIX}blobs/"  # the keys of blobs (tag records, manifests and links are beside them)
+)
 
 
 def key(digest: str) -> str:
-    return f"team-a/blobs/sha256/{digest.split(':', 1)[1]}"
+    return f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
 
 
 @pytest.mark.parametrize("size", [3 * MIB, 20 * MIB], ids=["one-put", "multipart"])

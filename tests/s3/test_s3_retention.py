@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +25,18 @@ from support.seaweedfs import SeaweedFS
 from mirror.stores.s3_blobs import S3Blobs
 from mirror.web.appkeys import MIRROR
 
+from .conftest import KEY_PREFIX
+
 REPO = "library/aging"
-PREFIX = "team-b/"
 DAY = 86400.0
 GRACE = 900.0  # storage.s3.delete_grace's default
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
-    name = f"retention-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    storage = mirror_config["storage"]
-    storage["backend"] = "s3"
-    storage["max_unused_age"] = "30d"
-    storage["s3"] = {
-        "endpoint": seaweedfs.endpoint,
-        "bucket": name,
-        "prefix": PREFIX.rstrip("/"),
-        "access_key": seaweedfs.access_key,
-        "secret_key": seaweedfs.secret_key,
-    }
-    return name
+def bucket(bucket: str, mirror_config: dict[str, Any]) -> str:
+    """The suite's bucket, with 30 days of retention for the mirrors on it."""
+    mirror_config["storage"]["max_unused_age"] = "30d"
+    return bucket
 
 
 async def replica(make_mirror: MakeMirror, tmp_path: Path, name: str) -> TestServer:
@@ -78,7 +68,7 @@ async def has_tag(mirror: TestServer, tag: str) -> bool:
 
 def blob_keys(image: FakeImage) -> set[str]:
     digests = (image.config_digest, *image.layer_digests)
-    return {f"{PREFIX}blobs/sha256/{digest.split(':', 1)[1]}" for digest in digests}
+    return {f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}" for digest in digests}
 
 
 async def settled(mirror: TestServer) -> None:
@@ -89,7 +79,7 @@ async def settled(mirror: TestServer) -> None:
 
 
 async def stored(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
-    return set(await asyncio.to_thread(seaweedfs.objects, bucket, PREFIX))
+    return set(await asyncio.to_thread(seaweedfs.objects, bucket, KEY_PREFIX))
 
 
 async def test_what_another_replica_pulled_stays(
@@ -134,8 +124,8 @@ async def test_unused_objects_leave_the_bucket_after_the_grace_period(
 
     def plant() -> None:
         client = seaweedfs.client()
-        client.put_object(Bucket=bucket, Key=f"{PREFIX}usage/dead.json", Body=json.dumps(dead))
-        client.put_object(Bucket=bucket, Key=f"{PREFIX}usage/garbage.json", Body=b"{")
+        client.put_object(Bucket=bucket, Key=f"{KEY_PREFIX}usage/dead.json", Body=json.dumps(dead))
+        client.put_object(Bucket=bucket, Key=f"{KEY_PREFIX}usage/garbage.json", Body=b"{")
 
     await asyncio.to_thread(plant)
 
@@ -145,10 +135,10 @@ async def test_unused_objects_leave_the_bucket_after_the_grace_period(
     assert not await has_tag(mirror, "v1")
     keys = await stored(seaweedfs, bucket)
     # The records went at once; the objects wait for the grace period.
-    records = (f"{PREFIX}repositories/", f"{PREFIX}manifests/")
+    records = (f"{KEY_PREFIX}repositories/", f"{KEY_PREFIX}manifests/")
     assert not {key for key in keys if key.startswith(records)}, keys
     assert blob_keys(image) <= keys, "objects were deleted before the grace period"
-    assert f"{PREFIX}usage/dead.json" not in keys, "a stale report was kept"
+    assert f"{KEY_PREFIX}usage/dead.json" not in keys, "a stale report was kept"
 
     clock.advance(GRACE + 1)
     await janitor_pass(mirror)

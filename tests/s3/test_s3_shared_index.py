@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.client import MakeMirror
@@ -25,25 +22,11 @@ from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.seaweedfs import SeaweedFS
 
+from .conftest import KEY_PREFIX
+
 REPO = "library/shared"
-PREFIX = "team-a/"
 TOKEN = "shared-index-admin-token"
 ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
-
-
-@pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
-    name = f"shared-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    mirror_config["storage"]["backend"] = "s3"
-    mirror_config["storage"]["s3"] = {
-        "endpoint": seaweedfs.endpoint,
-        "bucket": name,
-        "prefix": PREFIX.rstrip("/"),
-        "access_key": seaweedfs.access_key,
-        "secret_key": seaweedfs.secret_key,
-    }
-    return name
 
 
 async def replica(make_mirror: MakeMirror, tmp_path: Path, name: str) -> TestServer:
@@ -60,8 +43,10 @@ async def get(
 
 def records(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
     """The bucket's keys other than blobs, without the prefix."""
-    keys = seaweedfs.objects(bucket, PREFIX)
-    return {key.removeprefix(PREFIX) for key in keys if not key.startswith(PREFIX + "blobs/")}
+    keys = seaweedfs.objects(bucket, KEY_PREFIX)
+    return {
+        key.removeprefix(KEY_PREFIX) for key in keys if not key.startswith(KEY_PREFIX + "blobs/")
+    }
 
 
 def hex_of(digest: str) -> str:
@@ -223,8 +208,8 @@ async def test_records_that_lie_are_not_served(
     not match its key's digest is never served, and a record that does not parse is none."""
     image = hub.add_image(REPO, "v1", [b"layer"])
     other = hub.add_image(REPO, "other", [b"another layer"])
-    tags = f"{PREFIX}repositories/docker.io/{REPO}/_tags"
-    manifest_key = f"{PREFIX}manifests/sha256/{hex_of(image.manifest_digest)}"
+    tags = f"{KEY_PREFIX}repositories/docker.io/{REPO}/_tags"
+    manifest_key = f"{KEY_PREFIX}manifests/sha256/{hex_of(image.manifest_digest)}"
     record = {"digest": image.manifest_digest, "media_type": image.media_type, "resolved_at": 0}
 
     def plant() -> None:
