@@ -146,6 +146,7 @@ def build_upkeep(
             stores.keeper,
             stores.leases,
             stores.backend.config.delete_grace,
+            metrics.bucket,
         )
     retention = Retention(
         sweeper,

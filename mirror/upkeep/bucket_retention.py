@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from mirror.bucket_metrics import BucketMetrics
 from mirror.reference import Digest
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.doomed import DoomedObjects
@@ -33,6 +34,7 @@ class BucketRetention:
         keeper: BlobKeeper,
         leases: BlobLeases,
         grace: float,
+        metrics: BucketMetrics,
     ) -> None:
         self._metadata = metadata
         self._board = board
@@ -40,6 +42,7 @@ class BucketRetention:
         self._keeper = keeper
         self._leases = leases
         self.grace = grace
+        self._metrics = metrics
 
     async def exchange(self, now: float, cutoff: float) -> Usage | None:
         """Publish this replica's usage since `cutoff`; the others', or None when they could
@@ -64,6 +67,7 @@ class BucketRetention:
                 deleted += 1
             settled.append(digest)  # deleted, used elsewhere, or indexed here again
         await self._doomed.drop(settled)
+        self._metrics.doomed.set(await self._doomed.count())
         if deleted:
             log.info("deleted %d objects from the bucket after the grace period", deleted)
         return deleted

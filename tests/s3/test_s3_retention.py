@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub, FakeImage
 from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
+from fakes.ops import metric_value, scrape
 from support.seaweedfs import SeaweedFS
 
 from mirror.stores.s3_blobs import S3Blobs
@@ -139,11 +140,14 @@ async def test_unused_objects_leave_the_bucket_after_the_grace_period(
     assert not {key for key in keys if key.startswith(records)}, keys
     assert blob_keys(image) <= keys, "objects were deleted before the grace period"
     assert f"{KEY_PREFIX}usage/dead.json" not in keys, "a stale report was kept"
+    waiting = len(blob_keys(image))
+    assert metric_value(await scrape(session, mirror), "mirror_bucket_doomed_objects") == waiting
 
     clock.advance(GRACE + 1)
     await janitor_pass(mirror)
     await settled(mirror)
     assert not blob_keys(image) & await stored(seaweedfs, bucket), "doomed objects stayed"
+    assert metric_value(await scrape(session, mirror), "mirror_bucket_doomed_objects") == 0
 
 
 async def test_an_object_a_replica_began_reading_within_the_grace_stays(
