@@ -97,6 +97,18 @@ class S3Records:
         body = json.dumps(record).encode()
         await self._put(self._tag_key(upstream, repo, tag), body, "application/json")
 
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        folder = self._tag_key(upstream, repo, "")
+        tags: list[str] = []
+        try:
+            paginator = self._blobs.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
+                tags += [item["Key"].removeprefix(folder) for item in page.get("Contents", [])]
+        except ERRORS as exc:
+            log.warning("S3 listing of %s failed: %s", folder, exc)
+            return []
+        return tags
+
     # -- manifests --------------------------------------------------------------------------
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:

@@ -125,6 +125,13 @@ class SharedIndex:
         await self.put_tag(upstream, repo, tag, record, ttl, publish=False)
         return manifest
 
+    async def known_tags(self, upstream: str, repo: str) -> list[str]:
+        """The tags this replica indexed, and those any replica recorded in the bucket."""
+        tags = set(await self.metadata.list_tags(upstream, repo))
+        if self.shared:
+            tags.update(await self.records.list_tags(upstream, repo))
+        return sorted(tags)
+
     async def put_tag(
         self,
         upstream: str,

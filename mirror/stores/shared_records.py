@@ -30,6 +30,10 @@ class SharedRecords(Protocol):
 
     async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None: ...
 
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        """The tags any replica recorded for the repository ([] when the store is away)."""
+        ...
+
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         """The manifest's exact bytes, checked against the digest; None when absent."""
         ...
@@ -69,6 +73,9 @@ class LocalOnly:
 
     async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None:
         return None
+
+    async def list_tags(self, upstream: str, repo: str) -> list[str]:
+        return []
 
     async def get_manifest(self, digest: Digest) -> StoredManifest | None:
         return None

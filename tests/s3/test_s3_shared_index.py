@@ -100,6 +100,11 @@ async def test_a_new_replica_serves_an_image_with_the_upstream_down(
     # Served as fresh from the first replica's record: not even a failed try upstream.
     assert hub.count(server="registry") == 0, hub.records()
 
+    # The tag list is always asked upstream first; it cannot answer, the bucket's records can.
+    hub.add_image(REPO, "v2", [b"never pulled"])
+    status, body, _ = await get(session, second, f"/v2/{REPO}/tags/list")
+    assert (status, json.loads(body)) == (200, {"name": REPO, "tags": ["v1"]})
+
 
 async def test_a_fresh_record_spares_the_upstream_and_a_stale_one_is_revalidated(
     hub: FakeHub,
