@@ -100,9 +100,10 @@ async def test_a_new_replica_serves_an_image_with_the_upstream_down(
     # Served as fresh from the first replica's record: not even a failed try upstream.
     assert hub.count(server="registry") == 0, hub.records()
 
-    # The tag list is always asked upstream first; it cannot answer, the bucket's records can.
+    # The tag list is always asked upstream first; it cannot answer, the bucket's records can
+    # (the third replica never indexed a tag).
     hub.add_image(REPO, "v2", [b"never pulled"])
-    status, body, _ = await get(session, second, f"/v2/{REPO}/tags/list")
+    status, body, _ = await get(session, third, f"/v2/{REPO}/tags/list")
     assert (status, json.loads(body)) == (200, {"name": REPO, "tags": ["v1"]})
 
 
