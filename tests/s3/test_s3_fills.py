@@ -14,7 +14,7 @@ from fakes import FakeHub
 from fakes.client import MakeMirror, read_or_none
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 REPO = "library/s3"
 MIB = 1024 * 1024
@@ -22,7 +22,7 @@ BLOBS = "team-a/blobs/"  # the keys of blobs (tag records, manifests and links a
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
+def bucket(seaweedfs: S3Server, mirror_config: dict[str, Any]) -> str:
     """A fresh bucket, and the mirrors of this test made with the S3 backend on it."""
     name = f"fills-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
@@ -45,7 +45,7 @@ def key(digest: str) -> str:
 async def test_flipped_bytes_leave_nothing_in_the_bucket(
     size: int,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -70,7 +70,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
 
 async def test_large_blob_round_trip_with_ranges(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -143,7 +143,7 @@ async def test_replica_with_an_empty_folder_needs_no_upstream(
 async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
     wrong_bytes: bool,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from fakes import FakeClock, FakeHub, FakeImage
 from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 from mirror.stores.s3_blobs import S3Blobs
 from mirror.web.appkeys import MIRROR
@@ -33,7 +33,7 @@ GRACE = 900.0  # storage.s3.delete_grace's default
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
+def bucket(seaweedfs: S3Server, mirror_config: dict[str, Any]) -> str:
     name = f"retention-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
     storage = mirror_config["storage"]
@@ -88,13 +88,13 @@ async def settled(mirror: TestServer) -> None:
     await backend.settled()
 
 
-async def stored(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
+async def stored(seaweedfs: S3Server, bucket: str) -> set[str]:
     return set(await asyncio.to_thread(seaweedfs.objects, bucket, PREFIX))
 
 
 async def test_what_another_replica_pulled_stays(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -119,7 +119,7 @@ async def test_what_another_replica_pulled_stays(
 
 async def test_unused_objects_leave_the_bucket_after_the_grace_period(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -158,7 +158,7 @@ async def test_unused_objects_leave_the_bucket_after_the_grace_period(
 
 async def test_an_object_a_replica_began_reading_within_the_grace_stays(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,

@@ -23,7 +23,7 @@ from fakes.clock import FakeClock
 from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 REPO = "library/shared"
 PREFIX = "team-a/"
@@ -32,7 +32,7 @@ ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
+def bucket(seaweedfs: S3Server, mirror_config: dict[str, Any]) -> str:
     name = f"shared-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
     mirror_config["storage"]["backend"] = "s3"
@@ -58,7 +58,7 @@ async def get(
         return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
 
 
-def records(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
+def records(seaweedfs: S3Server, bucket: str) -> set[str]:
     """The bucket's keys other than blobs, without the prefix."""
     keys = seaweedfs.objects(bucket, PREFIX)
     return {key.removeprefix(PREFIX) for key in keys if not key.startswith(PREFIX + "blobs/")}
@@ -70,7 +70,7 @@ def hex_of(digest: str) -> str:
 
 async def test_a_new_replica_serves_an_image_with_the_upstream_down(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -145,7 +145,7 @@ async def test_a_fresh_record_spares_the_upstream_and_a_stale_one_is_revalidated
 
 async def test_a_purged_tag_is_not_served_stale_by_another_replica(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -186,7 +186,7 @@ async def test_a_purged_tag_is_not_served_stale_by_another_replica(
 
 async def test_purging_everything_through_one_replica_empties_the_records(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -213,7 +213,7 @@ async def test_purging_everything_through_one_replica_empties_the_records(
 
 async def test_records_that_lie_are_not_served(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
