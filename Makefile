@@ -60,7 +60,7 @@ pytest: $(VENV)/.installed system-deps
 
 test: lint pytest
 
-# Optional and slower (some 3 minutes): the S3 suites against Ceph RGW instead of SeaweedFS.
+# Optional and slower (some 2 minutes): the S3 suites against Ceph RGW instead of SeaweedFS.
 test-ceph: $(VENV)/.installed system-deps ceph-deps
 	MIRROR_TEST_S3=ceph $(BIN)/pytest $(S3_SUITES)
 
