@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support.mirror_process import MirrorProcess
 from support.registry import Registry, Request
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 # The mirror's access line for a blob GET (mirror/web/access_log.py): "GET PATH STATUS NB …".
 BLOB_GET = re.compile(r"\bGET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) (\d{3}) (\d+)B ")
@@ -99,7 +99,7 @@ class Watch:
         )
 
 
-def blob_sizes(seaweedfs: SeaweedFS, bucket: str, digests: Iterable[str]) -> dict[str, int]:
+def blob_sizes(seaweedfs: S3Server, bucket: str, digests: Iterable[str]) -> dict[str, int]:
     """Each blob's size, as its object in the bucket; every blob must be there."""
     stored = seaweedfs.objects(bucket, "blobs/")
     keys = {digest: f"blobs/sha256/{digest.split(':', 1)[1]}" for digest in digests}

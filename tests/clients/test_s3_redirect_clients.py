@@ -28,7 +28,7 @@ from support.images import Image
 from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
 from support.procs import keep_log
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 from . import test_containerd, test_dockerd, test_podman
 from .checks import all_blobs, assert_cold_pull, assert_mirror_log_clean, assert_warm_pull
@@ -41,14 +41,14 @@ UNREACHABLE = "bucket unreachable"  # the mirror fixture's parameter: no forward
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS) -> str:
+def bucket(seaweedfs: S3Server) -> str:
     name = f"mirror-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
     return name
 
 
 @pytest.fixture
-def forwards(tmp_path: Path, seaweedfs: SeaweedFS) -> Forwards:
+def forwards(tmp_path: Path, seaweedfs: S3Server) -> Forwards:
     mirror, bucket = tmp_path / "mirror-forward.json", tmp_path / "bucket-forward.json"
     return Forwards(mirror, bucket, seaweedfs.s3_port)
 
@@ -59,7 +59,7 @@ def mirror(
     hub_images: dict[str, Image],
     sandbox: Sandbox,
     mirror_processes: MirrorProcesses,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     forwards: Forwards,
     tmp_path: Path,
@@ -98,7 +98,7 @@ def cold_then_warm(
     cold: Callable[[], None],
     warm: Callable[[], None],
     watch: Watch,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     images: dict[str, Image],
 ) -> None:
@@ -122,7 +122,7 @@ def cold_then_warm(
 def test_dockerd_follows_the_redirect_to_the_bucket(
     make_dockerd: DockerdFactory,
     watch: Watch,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     hub_images: dict[str, Image],
 ) -> None:
@@ -141,7 +141,7 @@ def test_containerd_follows_the_redirect_to_the_bucket(
     make_containerd: ContainerdFactory,
     mirror: MirrorProcess,
     watch: Watch,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     hub_images: dict[str, Image],
 ) -> None:
@@ -160,7 +160,7 @@ def test_containerd_follows_the_redirect_to_the_bucket(
 def test_podman_follows_the_redirect_to_the_bucket(
     make_podman: PodmanFactory,
     watch: Watch,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     hub_images: dict[str, Image],
 ) -> None:

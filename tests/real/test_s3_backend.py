@@ -19,7 +19,7 @@ from support.images import Image
 from support.mirror_process import MirrorProcess
 from support.poll import wait_until
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 from support.skopeo import Skopeo
 
 from .conftest import S3_ADMIN_TOKEN, DirectPulls, PullSpec, StartReplica
@@ -65,7 +65,7 @@ def test_pulls_cold_and_warm_from_the_bucket(
     redirect: bool,
     images: dict[str, Image],
     registry: Registry,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     replica: StartReplica,
     puller: Puller,
@@ -151,7 +151,7 @@ def test_purge_through_one_replica_is_a_miss_on_the_other(
     redirect: bool,
     images: dict[str, Image],
     registry: Registry,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     replica: StartReplica,
     puller: Puller,

@@ -7,13 +7,13 @@ import uuid
 from typing import Any
 
 import pytest
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 KEY_PREFIX = "team-a/"  # several mirrors can share a bucket: the suites use a prefix
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
+def bucket(seaweedfs: S3Server, mirror_config: dict[str, Any]) -> str:
     name = f"s3-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
     mirror_config["storage"]["backend"] = "s3"

@@ -1,6 +1,6 @@
-"""Fills with the S3 backend, against the fake hub (which can lie) and a real SeaweedFS bucket:
-only verified bytes ever become an object, large blobs go up as multipart uploads, and hits
-come back from the bucket with Range."""
+"""Fills with the S3 backend, against the fake hub (which can lie) and a real S3 server
+(SeaweedFS, or Ceph RGW with `make test-ceph`): only verified bytes ever become an object,
+large blobs go up as multipart uploads, and hits come back from the bucket with Range."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fakes import FakeHub
 from fakes.client import MakeMirror, read_or_none
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 from .conftest import KEY_PREFIX
 
@@ -32,7 +32,7 @@ def key(digest: str) -> str:
 async def test_flipped_bytes_leave_nothing_in_the_bucket(
     size: int,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -57,7 +57,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
 
 async def test_large_blob_round_trip_with_ranges(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -130,7 +130,7 @@ async def test_replica_with_an_empty_folder_needs_no_upstream(
 async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
     wrong_bytes: bool,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,

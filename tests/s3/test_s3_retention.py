@@ -3,7 +3,7 @@ clients pulled stays; what nobody pulled leaves the index and the bucket's recor
 its objects only after `delete_grace`; an object a replica began reading within the grace stays.
 
 Replicas here are in-process mirrors on their own data folders, one fake clock, a real
-SeaweedFS bucket; the janitor's steps (flush, then retention) are called by the test, so each
+S3 server's bucket; the janitor's steps (flush, then retention) are called by the test, so each
 replica's report is written exactly when the test says.
 """
 
@@ -21,7 +21,7 @@ from fakes import FakeClock, FakeHub, FakeImage
 from fakes.client import MakeMirror
 from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import metric_value, scrape
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 from mirror.stores.s3_blobs import S3Blobs
 from mirror.web.appkeys import MIRROR
@@ -79,13 +79,13 @@ async def settled(mirror: TestServer) -> None:
     await backend.settled()
 
 
-async def stored(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
+async def stored(seaweedfs: S3Server, bucket: str) -> set[str]:
     return set(await asyncio.to_thread(seaweedfs.objects, bucket, KEY_PREFIX))
 
 
 async def test_what_another_replica_pulled_stays(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -110,7 +110,7 @@ async def test_what_another_replica_pulled_stays(
 
 async def test_unused_objects_leave_the_bucket_after_the_grace_period(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -152,7 +152,7 @@ async def test_unused_objects_leave_the_bucket_after_the_grace_period(
 
 async def test_an_object_a_replica_began_reading_within_the_grace_stays(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,

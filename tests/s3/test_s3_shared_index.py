@@ -3,7 +3,7 @@ its own data folder, one fake clock) serve what another one cached, without the 
 stop serving a tag another one purged once their own record of it is stale.
 
 The fake hub stands in for the upstream because it can be switched off and counts every
-request; the bucket is a real SeaweedFS (it checks signatures).
+request; the bucket is on a real S3 server (it checks signatures).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fakes.clock import FakeClock
 from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 from .conftest import KEY_PREFIX
 
@@ -41,7 +41,7 @@ async def get(
         return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
 
 
-def records(seaweedfs: SeaweedFS, bucket: str) -> set[str]:
+def records(seaweedfs: S3Server, bucket: str) -> set[str]:
     """The bucket's keys other than blobs, without the prefix."""
     keys = seaweedfs.objects(bucket, KEY_PREFIX)
     return {
@@ -55,7 +55,7 @@ def hex_of(digest: str) -> str:
 
 async def test_a_new_replica_serves_an_image_with_the_upstream_down(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -136,7 +136,7 @@ async def test_a_fresh_record_spares_the_upstream_and_a_stale_one_is_revalidated
 
 async def test_a_purged_tag_is_not_served_stale_by_another_replica(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -177,7 +177,7 @@ async def test_a_purged_tag_is_not_served_stale_by_another_replica(
 
 async def test_purging_everything_through_one_replica_empties_the_records(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     clock: FakeClock,
     make_mirror: MakeMirror,
@@ -204,7 +204,7 @@ async def test_purging_everything_through_one_replica_empties_the_records(
 
 async def test_records_that_lie_are_not_served(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
