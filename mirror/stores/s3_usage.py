@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from mirror.stores.usage import Usage
 log = logging.getLogger(__name__)
 
 ID_FILE = "replica-id"
+_ID = re.compile(r"[0-9a-f]{32}")  # what replica_id makes; anything else is made anew
 MAX_REPORT_BYTES = 256 * 1024 * 1024  # far above any real report; a planted giant is refused
 
 
@@ -33,9 +35,11 @@ def replica_id(folder: Path) -> str:
     """This data folder's replica id, made at its first use."""
     path = folder / ID_FILE
     try:
-        return path.read_text(encoding="ascii").strip()
+        found = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
-        pass
+        found = ""
+    if _ID.fullmatch(found):
+        return found
     made = uuid.uuid4().hex
     temp = folder / f"{ID_FILE}.tmp"
     temp.write_text(made + "\n", encoding="ascii")
