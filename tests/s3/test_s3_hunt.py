@@ -1,0 +1,174 @@
+"""HUNT: fault-hunting tests against the shared index and retention across replicas.
+
+Each test here was written to break a promise of docs/scale-out.md; those marked
+`# HUNT FAULT` failed against the code they were written for (see the commit message)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from botocore.exceptions import ClientError
+from fakes import FakeHub
+from fakes.client import MakeMirror
+from fakes.clock import FakeClock
+from fakes.oci import ALL_MANIFEST_TYPES
+from fakes.ops import metric_value, scrape
+from support.s3server import S3Server
+
+from mirror.stores.records import TagRow
+from mirror.stores.s3_records import S3Records
+from mirror.web.appkeys import MIRROR
+
+from .conftest import KEY_PREFIX
+
+REPO = "library/hunted"
+TOKEN = "hunt-admin-token"
+ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
+
+
+async def replica(make_mirror: MakeMirror, tmp_path: Path, name: str) -> TestServer:
+    return await make_mirror(storage_path=tmp_path / name, tag_ttl="5m", admin_token=TOKEN)
+
+
+async def get(
+    session: aiohttp.ClientSession, mirror: TestServer, path: str
+) -> tuple[int, bytes, str]:
+    async with session.get(mirror.make_url(path), headers=ACCEPT) as resp:
+        return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
+
+
+def records_of(mirror: TestServer) -> S3Records:
+    records = mirror.app[MIRROR].stores.index.records
+    assert isinstance(records, S3Records)
+    return records
+
+
+def refusing(operation: str) -> Any:
+    """A client method that answers as a bucket with the wrong key does (403)."""
+
+    async def refuse(**kwargs: Any) -> Any:
+        raise ClientError(
+            {
+                "Error": {"Code": "AccessDenied", "Message": "wrong key"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            operation,
+        )
+
+    return refuse
+
+
+async def bucket_ops(session: aiohttp.ClientSession, mirror: TestServer) -> dict[str, float]:
+    text = await scrape(session, mirror)
+    return {
+        op: metric_value(text, "mirror_bucket_requests_total", {"operation": op}) or 0.0
+        for op in ("GetObject", "HeadObject")
+    }
+
+
+# HUNT FAULT 1 -------------------------------------------------------------------------------
+
+
+async def test_hunt_bucket_refusing_a_record_read_does_not_unserve_a_stale_tag(
+    hub: FakeHub,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/scale-out.md, Failure modes: "bucket unreachable while a record is read or
+    written: the replica goes on with its own index and the upstream". A tag this replica
+    knows, stale, upstream down, bucket refusing: its own index has the manifest, so it is
+    served stale, as with one replica (a bucket that does not answer is not a purge)."""
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    mirror = await replica(make_mirror, tmp_path, "only")
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/v1"))[:2] == (
+        200,
+        image.manifest_bytes,
+    )
+    hub.faults.registry_status = 503
+    clock.advance(5 * 60 + 1)
+    client = records_of(mirror)._blobs.client
+    monkeypatch.setattr(client, "get_object", refusing("GetObject"))
+    status, body, _ = await get(session, mirror, f"/v2/{REPO}/manifests/v1")
+    assert (status, body) == (200, image.manifest_bytes), (
+        "a bucket that did not answer was taken for a purge: the stale tag was not served"
+    )
+
+
+# HUNT FAULT 2 -------------------------------------------------------------------------------
+
+
+async def test_hunt_a_record_from_the_future_is_not_fresh_forever(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A tag record whose resolved_at lies in the future (a replica whose clock runs ahead, or
+    a planted record) must not make every replica serve the tag without revalidating for as
+    long as it likes: once tag_ttl has passed here, the tag is asked upstream again."""
+    old = hub.add_image(REPO, "v1", [b"old layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[1] == old.manifest_bytes
+    key = f"{KEY_PREFIX}repositories/docker.io/{REPO}/_tags/v1"
+    record = {
+        "digest": old.manifest_digest,
+        "media_type": old.media_type,
+        "resolved_at": clock.now + 10 * 365 * 86400.0,  # ten years ahead
+    }
+    await asyncio.to_thread(
+        lambda: seaweedfs.client().put_object(
+            Bucket=bucket, Key=key, Body=json.dumps(record).encode()
+        )
+    )
+    second = await replica(make_mirror, tmp_path, "second")
+    assert (await get(session, second, f"/v2/{REPO}/manifests/v1"))[1] == old.manifest_bytes
+
+    new = hub.add_image(REPO, "v1", [b"new layer"])  # the tag moves upstream
+    clock.advance(3600)  # an hour: well past tag_ttl (5m)
+    status, body, _ = await get(session, second, f"/v2/{REPO}/manifests/v1")
+    assert (status, body) == (200, new.manifest_bytes), (
+        "a record dated ten years ahead kept the tag fresh past tag_ttl"
+    )
+
+
+# HUNT FAULT 3 -------------------------------------------------------------------------------
+
+
+async def test_hunt_a_storm_on_a_blob_at_a_new_replica_looks_it_up_once(
+    hub: FakeHub,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Many clients on a new replica for a blob another replica stored: one HEAD of its link
+    and one HEAD of the object (SingleFlight), however many clients; each client's bytes are
+    then one GET each."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 4000])
+    first = await replica(make_mirror, tmp_path, "first")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    digest = image.layer_digests[0]
+    assert (await get(session, first, f"/v2/{REPO}/blobs/{digest}"))[0] == 200
+    second = await replica(make_mirror, tmp_path, "second")
+    before = await bucket_ops(session, second)
+    clients = 40
+    answers = await asyncio.gather(
+        *(get(session, second, f"/v2/{REPO}/blobs/{digest}") for _ in range(clients))
+    )
+    assert {answer[:2] for answer in answers} == {(200, image.layers[0])}
+    after = await bucket_ops(session, second)
+    heads = after["HeadObject"] - before["HeadObject"]
+    assert heads == 2, f"{heads} HEADs of the bucket for one blob and {clients} clients"
