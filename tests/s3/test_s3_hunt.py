@@ -172,3 +172,40 @@ async def test_hunt_a_storm_on_a_blob_at_a_new_replica_looks_it_up_once(
     after = await bucket_ops(session, second)
     heads = after["HeadObject"] - before["HeadObject"]
     assert heads == 2, f"{heads} HEADs of the bucket for one blob and {clients} clients"
+
+
+# HUNT FAULT 4 -------------------------------------------------------------------------------
+
+DEEP = "[" * 50_000  # under MAX_RECORD_BYTES; deeper than json's recursion goes
+HUGE = "1" + "0" * 400  # an int JSON parses, too large for a float
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        '{"digest": "not-a-digest", "media_type": "x", "resolved_at": 0}',
+        '{"digest": "md5:0123", "media_type": "x", "resolved_at": 0}',
+        DEEP,
+        '{"digest": "sha256:' + "0" * 64 + '", "media_type": "x", "resolved_at": ' + HUGE + "}",
+    ],
+    ids=["bad-digest", "bad-algorithm", "deep-json", "huge-time"],
+)
+async def test_hunt_a_tag_record_that_does_not_parse_is_no_record(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    planted: str,
+) -> None:
+    """docs/scale-out.md: "a tag record that does not parse is no record (logged), and the
+    request goes on as a miss" - answered from the upstream, never a 4xx or 5xx of its own."""
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    key = f"{KEY_PREFIX}repositories/docker.io/{REPO}/_tags/v1"
+    await asyncio.to_thread(
+        lambda: seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=planted.encode())
+    )
+    mirror = await replica(make_mirror, tmp_path, "reader")
+    status, body, _ = await get(session, mirror, f"/v2/{REPO}/manifests/v1")
+    assert (status, body) == (200, image.manifest_bytes), body[:300]
