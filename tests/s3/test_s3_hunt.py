@@ -209,3 +209,56 @@ async def test_hunt_a_tag_record_that_does_not_parse_is_no_record(
     mirror = await replica(make_mirror, tmp_path, "reader")
     status, body, _ = await get(session, mirror, f"/v2/{REPO}/manifests/v1")
     assert (status, body) == (200, image.manifest_bytes), body[:300]
+
+
+# HUNT FAULT 5 -------------------------------------------------------------------------------
+
+DAY = 86400.0
+GRACE = 900.0
+
+
+@pytest.fixture
+def aging(bucket: str, mirror_config: dict[str, Any]) -> str:
+    """The bucket, with 30 days of retention for the mirrors on it."""
+    mirror_config["storage"]["max_unused_age"] = "30d"
+    return bucket
+
+
+async def janitor_pass(mirror: TestServer) -> None:
+    janitor = mirror.app[MIRROR].upkeep.janitor
+    await janitor.flush()
+    await janitor.retain()
+
+
+async def has_tag(mirror: TestServer, tag: str) -> bool:
+    return await mirror.app[MIRROR].stores.metadata.get_tag("docker.io", REPO, tag) is not None
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [DEEP, '{"written_at": ' + HUGE + ', "tags": [], "digests": {}}'],
+    ids=["deep-json", "huge-time"],
+)
+async def test_hunt_a_usage_report_that_does_not_parse_is_ignored(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    planted: str,
+) -> None:
+    """docs/scale-out.md: "a report that does not parse is ignored (logged)". One report that
+    lies must not stop retention on every replica for good."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    mirror = await make_mirror(storage_path=tmp_path / "only")
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/v1"))[1] == image.manifest_bytes
+    await asyncio.to_thread(
+        lambda: seaweedfs.client().put_object(
+            Bucket=aging, Key=f"{KEY_PREFIX}usage/liar.json", Body=planted.encode()
+        )
+    )
+    clock.advance(31 * DAY)
+    await janitor_pass(mirror)
+    assert not await has_tag(mirror, "v1"), "retention did not run past a report that lies"
