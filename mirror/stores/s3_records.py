@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from mirror.errors import DigestInvalid
 from mirror.reference import Digest
 from mirror.stores.records import StoredManifest, TagRow
 from mirror.stores.s3_blobs import S3Blobs, missing
@@ -83,7 +84,16 @@ class S3Records:
                 str(record["media_type"]),
                 float(record["resolved_at"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        # DigestInvalid: no digest (a MirrorError: uncaught, the client got a 400);
+        # RecursionError: nested deeper than the parser goes; OverflowError: a time too large.
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            RecursionError,
+            OverflowError,
+            DigestInvalid,
+        ) as exc:
             log.warning("ignoring the bucket's record of %s:%s: %s", repo, tag, exc)
             return None
         return row if math.isfinite(row.resolved_at) else None

@@ -130,7 +130,8 @@ class S3UsageBoard:
             if not math.isfinite(written_at):
                 raise ValueError("written_at is not a time")
             return written_at, Usage.from_json(document)
-        except (ValueError, KeyError, TypeError) as exc:
+        # RecursionError: nested deeper than the parser goes; OverflowError: a number too large.
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
             log.warning("ignoring usage report %s: %s", key, exc)
             return None
 
