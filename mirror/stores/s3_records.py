@@ -31,7 +31,7 @@ from mirror.reference import Digest
 from mirror.stores.records import StoredManifest, TagRow
 from mirror.stores.s3_blobs import S3Blobs, missing
 from mirror.stores.s3_parts import ERRORS
-from mirror.stores.shared_records import LinkKey, TagKey
+from mirror.stores.shared_records import LinkKey, RecordsAway, TagKey
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
@@ -74,7 +74,7 @@ class S3Records:
     # -- tags -------------------------------------------------------------------------------
 
     async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
-        found = await self._get(self._tag_key(upstream, repo, tag), MAX_RECORD_BYTES)
+        found = await self._get(self._tag_key(upstream, repo, tag), MAX_RECORD_BYTES, away=True)
         if found is None:
             return None
         try:
@@ -213,17 +213,23 @@ class S3Records:
 
     # -- objects ----------------------------------------------------------------------------
 
-    async def _get(self, key: str, limit: int) -> tuple[bytes, str] | None:
+    async def _get(self, key: str, limit: int, *, away: bool = False) -> tuple[bytes, str] | None:
         """The object's bytes and Content-Type; None when absent, larger than `limit`, or
-        the bucket did not answer (logged: the caller goes on without it)."""
+        the bucket did not answer (logged: the caller goes on without it). `away`: a bucket
+        that did not answer raises RecordsAway instead (absent and unknown are not the same)."""
         try:
             answer: Any = await self._blobs.client.get_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
-            if not missing(exc):
-                log.warning("S3 GET of %s failed: %s", key, exc)
+            if missing(exc):
+                return None
+            log.warning("S3 GET of %s failed: %s", key, exc)
+            if away:
+                raise RecordsAway(key) from exc
             return None
         except ERRORS as exc:
             log.warning("S3 GET of %s failed: %s", key, exc)
+            if away:
+                raise RecordsAway(key) from exc
             return None
         body = answer["Body"]
         try:
@@ -233,6 +239,8 @@ class S3Records:
             data: bytes = await body.read()
         except (*ERRORS, asyncio.IncompleteReadError) as exc:
             log.warning("S3 GET of %s failed: %s", key, exc)
+            if away:
+                raise RecordsAway(key) from exc
             return None
         finally:
             body.close()

@@ -16,7 +16,7 @@ from mirror.manifest_refs import referenced_digests
 from mirror.reference import Digest
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
-from mirror.stores.shared_records import LinkKey, SharedRecords, TagKey
+from mirror.stores.shared_records import LinkKey, RecordsAway, SharedRecords, TagKey
 
 
 class SharedIndex:
@@ -111,7 +111,11 @@ class SharedIndex:
         fresh without the upstream. Gone from the bucket while known here: purged through
         another replica, so no longer served stale (the caller resolves it upstream). Returns
         what may be served from now on, fresh or stale."""
-        record = await self.records.get_tag(upstream, repo, tag) if self.shared else None
+        try:
+            record = await self.records.get_tag(upstream, repo, tag) if self.shared else None
+        except RecordsAway:
+            # Not a purge: nobody can tell. Go on with this index and the upstream.
+            return last_known
         if record is None:
             return None if row is not None and self.shared else last_known
         if row is not None and last_known is not None and record.resolved_at <= row.resolved_at:

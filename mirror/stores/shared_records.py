@@ -18,6 +18,10 @@ TagKey = tuple[str, str, str]  # (upstream, repo, tag)
 LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
 
 
+class RecordsAway(Exception):
+    """The bucket did not answer a read (logged): not the same as no record there."""
+
+
 class SharedRecords(Protocol):
     @property
     def shared(self) -> bool:
@@ -25,7 +29,8 @@ class SharedRecords(Protocol):
         ...
 
     async def get_tag(self, upstream: str, repo: str, tag: str) -> TagRow | None:
-        """The last resolution any replica recorded; None when none (or it was purged)."""
+        """The last resolution any replica recorded; None when none (or it was purged).
+        RecordsAway when the bucket did not answer: nobody can tell whether it was purged."""
         ...
 
     async def put_tag(self, upstream: str, repo: str, tag: str, row: TagRow) -> None: ...
