@@ -10,6 +10,7 @@ local index and nothing more.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from mirror.manifest_refs import referenced_digests
@@ -17,6 +18,11 @@ from mirror.reference import Digest
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
 from mirror.stores.shared_records import LinkKey, RecordsAway, SharedRecords, TagKey
+
+log = logging.getLogger(__name__)
+
+# How far ahead of this replica's clock another one's tag record may be dated (seconds).
+CLOCK_SKEW = 60.0
 
 
 class SharedIndex:
@@ -118,8 +124,15 @@ class SharedIndex:
             return last_known
         if record is None:
             return None if row is not None and self.shared else last_known
+        if record.resolved_at > now + CLOCK_SKEW:
+            # Dated ahead of any clock here (a replica's clock far ahead, or a planted record):
+            # adopted, it would be fresh for as long as it says. Resolve upstream instead.
+            log.warning("ignoring the bucket's record of %s:%s: dated in the future", repo, tag)
+            return last_known
         if row is not None and last_known is not None and record.resolved_at <= row.resolved_at:
             return last_known
+        # A little ahead (clock skew): fresh from now on, not from then.
+        record = TagRow(record.digest, record.media_type, min(record.resolved_at, now))
         manifest = await self.metadata.get_manifest(record.digest)
         if manifest is None:
             manifest = await self.records.get_manifest(record.digest)
