@@ -23,6 +23,7 @@ from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
 from mirror.services.fill_outcomes import client_error, failure_reason
 from mirror.services.fill_upload import FillUpload
+from mirror.services.singleflight import SingleFlight
 from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
@@ -90,6 +91,8 @@ class BlobService:
         self._limits = limits
         self._fetch_unreferenced = fetch_unreferenced
         self._fills: dict[Digest, Fill] = {}
+        # Bucket lookups of blobs not indexed here: a storm of clients HEADs the object once.
+        self._bucket_lookups: SingleFlight[int | None] = SingleFlight()
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.fills_inflight.set_function(lambda: len(self._fills))
 
@@ -98,6 +101,7 @@ class BlobService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._bucket_lookups.close()
 
     @contextmanager
     def reading(self, digest: Digest) -> Iterator[None]:
@@ -190,6 +194,13 @@ class BlobService:
             return row.size
         if digest in self._fills:
             return None
+        size = await self._bucket_lookups.run(digest, partial(self._adopt_from_bucket, digest))
+        if size is None or self._leases.pending_removal(digest):
+            return None
+        return size
+
+    async def _adopt_from_bucket(self, digest: Digest) -> int | None:
+        """Another replica's object: indexed here (a row) when the bucket has it."""
         size = await self._backend.size_of(digest)
         if size is None or self._leases.pending_removal(digest):
             return None
