@@ -262,3 +262,98 @@ async def test_hunt_a_usage_report_that_does_not_parse_is_ignored(
     clock.advance(31 * DAY)
     await janitor_pass(mirror)
     assert not await has_tag(mirror, "v1"), "retention did not run past a report that lies"
+
+
+# HUNT 6: key space -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upstream", ["..", ".", "a/../..", "%2e%2e"])
+async def test_hunt_an_upstream_name_stays_in_its_folder(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    tmp_path: Path,
+    upstream: str,
+) -> None:
+    """Upstream names come from the config, unchecked: whatever one is, its records stay
+    under PREFIX/repositories/ and read back as written."""
+    mirror = await replica(make_mirror, tmp_path, "only")
+    records = records_of(mirror)
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    from mirror.reference import Digest
+
+    row = TagRow(Digest.parse(image.manifest_digest), image.media_type, clock.now)
+    await records.put_tag(upstream, REPO, "v1", row)
+    await records.put_links(upstream, REPO, [row.digest])
+    keys = set(await asyncio.to_thread(seaweedfs.objects, bucket, ""))
+    outside = {k for k in keys if not k.startswith(f"{KEY_PREFIX}repositories/")}
+    assert not outside, f"records of upstream {upstream!r} left their folder: {outside}"
+    assert await records.get_tag(upstream, REPO, "v1") == row
+    assert await records.has_link(upstream, REPO, row.digest)
+    assert await records.list_tags(upstream, REPO) == ["v1"]
+    # And another upstream's records are not this one's.
+    assert await records.get_tag("docker.io", REPO, "v1") is None
+
+
+# HUNT 7: purge through a replica that never served the tag ----------------------------------
+
+
+async def test_hunt_a_purge_through_any_replica_unserves_the_tag(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """docs/scale-out.md: "A purge ... through any replica removes the records ... from the
+    bucket"; "tag purged through another replica: served by this one until its row is stale,
+    not after". Behind a balancer the admin request may reach a replica that never served the
+    tag: the purge must still reach the bucket's record."""
+    hub.add_image(REPO, "v1", [b"layer"])
+    serving = await replica(make_mirror, tmp_path, "serving")
+    assert (await get(session, serving, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    other = await replica(make_mirror, tmp_path, "other")  # never asked for the tag
+    async with session.delete(
+        other.make_url(f"/admin/cache/{REPO}"),
+        params={"tag": "v1"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    await records_of(other).close()  # removals in flight done
+    hub.faults.registry_status = 503
+    clock.advance(5 * 60 + 1)
+    status, _, _ = await get(session, serving, f"/v2/{REPO}/manifests/v1")
+    assert status != 200, "a tag purged through another replica was served stale"
+
+
+# HUNT 8: tag lists from planted keys ----------------------------------------------------------
+
+
+async def test_hunt_the_bucket_tag_list_holds_only_tags(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A key under _tags/ that is no tag name (nested, or not a tag) is no tag of the list."""
+    hub.add_image(REPO, "v1", [b"layer"])
+    first = await replica(make_mirror, tmp_path, "first")
+    assert (await get(session, first, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    tags = f"{KEY_PREFIX}repositories/docker.io/{REPO}/_tags"
+
+    def plant() -> None:
+        client = seaweedfs.client()
+        for name in ("nested/deeper", ".hidden", "x" * 200, "<script>"):
+            client.put_object(Bucket=bucket, Key=f"{tags}/{name}", Body=b"{}")
+
+    await asyncio.to_thread(plant)
+    second = await replica(make_mirror, tmp_path, "second")
+    hub.faults.registry_status = 503
+    status, body, _ = await get(session, second, f"/v2/{REPO}/tags/list")
+    assert (status, json.loads(body)) == (200, {"name": REPO, "tags": ["v1"]})
