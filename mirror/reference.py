@@ -12,6 +12,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _NAME_MAX = 255  # distribution's limit for a whole name
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+TAG_NAME = _TAG  # what a tag's name may be (fullmatch)
 _DIGEST = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([A-Za-z0-9=_-]+)$")
 # The algorithms we can verify, with the length of their lowercase hex encoding.
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}

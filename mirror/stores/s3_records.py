@@ -27,7 +27,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from mirror.errors import DigestInvalid
-from mirror.reference import Digest
+from mirror.reference import TAG_NAME, Digest
 from mirror.stores.records import StoredManifest, TagRow
 from mirror.stores.s3_blobs import S3Blobs, missing
 from mirror.stores.s3_parts import ERRORS
@@ -113,7 +113,8 @@ class S3Records:
         try:
             paginator = self._blobs.client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
-                tags += [item["Key"].removeprefix(folder) for item in page.get("Contents", [])]
+                names = (item["Key"].removeprefix(folder) for item in page.get("Contents", []))
+                tags += [name for name in names if TAG_NAME.fullmatch(name)]  # planted: no tag
         except ERRORS as exc:
             log.warning("S3 listing of %s failed: %s", folder, exc)
             return []
