@@ -61,8 +61,12 @@ class S3Records:
         return f"{self._prefix}manifests/{digest.algorithm}/{digest.hex}"
 
     def _repository(self, upstream: str, repo: str) -> str:
-        # Upstream names come from the config: quoted so none can climb out of its folder.
-        return f"{self._prefix}repositories/{quote(upstream, safe='')}/{repo}"
+        # Upstream names come from the config: quoted so none can climb out of its folder
+        # ("." and "..", which quote leaves, are path steps to S3 servers and proxies).
+        name = quote(upstream, safe="")
+        if name in (".", ".."):
+            name = name.replace(".", "%2E")
+        return f"{self._prefix}repositories/{name}/{repo}"
 
     def _tag_key(self, upstream: str, repo: str, tag: str) -> str:
         return f"{self._repository(upstream, repo)}/_tags/{tag}"
