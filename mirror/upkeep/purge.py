@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mirror.metrics import Metrics
@@ -73,6 +73,12 @@ class PurgeService:
         """A repository's tags and links (or one tag), and the manifests and blobs that
         nothing else holds."""
         swept = await self._sweeper.repository(upstream, repo, tag, dry_run)
+        if not dry_run and self._index.shared:
+            # Other replicas may serve tags this one never indexed (a balancer sends the admin
+            # request anywhere): the bucket's records of them go too.
+            names = [tag] if tag is not None else await self._index.known_tags(upstream, repo)
+            named = {(upstream, repo, name) for name in names}
+            swept = replace(swept, tag_keys=tuple(sorted({*swept.tag_keys, *named})))
         return self._done(swept, dry_run)
 
     async def manifest(self, digest: Digest, dry_run: bool) -> PurgeReport:
