@@ -357,3 +357,88 @@ async def test_hunt_the_bucket_tag_list_holds_only_tags(
     hub.faults.registry_status = 503
     status, body, _ = await get(session, second, f"/v2/{REPO}/tags/list")
     assert (status, json.loads(body)) == (200, {"name": REPO, "tags": ["v1"]})
+
+
+# HUNT 9: retention when the bucket fails mid-exchange; a restart between sweep and delete --
+
+
+def blob_keys(image: Any) -> set[str]:
+    digests = (image.config_digest, *image.layer_digests)
+    return {f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}" for digest in digests}
+
+
+async def pull_all(session: aiohttp.ClientSession, mirror: TestServer, image: Any) -> None:
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/{image.tag}"))[0] == 200
+    for digest in (image.config_digest, *image.layer_digests):
+        assert (await get(session, mirror, f"/v2/{REPO}/blobs/{digest}"))[0] == 200
+
+
+@pytest.mark.parametrize("failing", ["get_object", "get_paginator"])
+async def test_hunt_retention_waits_when_the_reports_cannot_be_read(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    first = await make_mirror(storage_path=tmp_path / "first")
+    second = await make_mirror(storage_path=tmp_path / "second")
+    await pull_all(session, first, image)
+    await pull_all(session, second, image)
+    clock.advance(20 * DAY)
+    await pull_all(session, second, image)
+    await janitor_pass(second)  # its report: used today
+    clock.advance(15 * DAY)
+    client = records_of(first)._blobs.client
+    if failing == "get_paginator":
+
+        class Refused:
+            def paginate(self, **kwargs: Any) -> Any:
+                return self
+
+            def __aiter__(self) -> Any:
+                return self
+
+            async def __anext__(self) -> Any:
+                await refusing("ListObjectsV2")()
+
+        monkeypatch.setattr(client, failing, lambda name: Refused())
+    else:
+        monkeypatch.setattr(client, failing, refusing(failing))
+    await janitor_pass(first)
+    monkeypatch.undo()
+    assert await has_tag(first, "v1"), "retention removed on part of the picture"
+    doomed = first.app[MIRROR].stores.metadata.database
+    assert await doomed.scalar("SELECT count(*) FROM doomed") == 0
+
+
+async def test_hunt_a_restart_between_sweep_and_delete_keeps_objects_doomed(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    mirror = await make_mirror(storage_path=tmp_path / "only")
+    await pull_all(session, mirror, image)
+    clock.advance(31 * DAY)
+    await janitor_pass(mirror)
+    assert not await has_tag(mirror, "v1")
+    await mirror.close()
+    restarted = await make_mirror(storage_path=tmp_path / "only")
+    await janitor_pass(restarted)  # at once after the restart: still within the grace
+    assert blob_keys(image) <= set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    clock.advance(GRACE + 1)
+    await janitor_pass(restarted)
+    backend = restarted.app[MIRROR].stores.backend
+    await backend.settled()  # type: ignore[attr-defined]
+    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    assert not blob_keys(image) & left, "doomed objects outlived a restart"
