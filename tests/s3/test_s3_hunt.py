@@ -442,3 +442,38 @@ async def test_hunt_a_restart_between_sweep_and_delete_keeps_objects_doomed(
     await backend.settled()  # type: ignore[attr-defined]
     left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
     assert not blob_keys(image) & left, "doomed objects outlived a restart"
+
+
+# HUNT FAULT 10: a delete that fails after the grace -------------------------------------------
+
+
+async def test_hunt_a_failed_delete_after_the_grace_is_tried_again(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A doomed object whose DELETE the bucket refused stays doomed (and is deleted at a later
+    pass), rather than being forgotten in the bucket for good: no replica indexes it any more,
+    so nothing else would ever delete it."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    mirror = await make_mirror(storage_path=tmp_path / "only")
+    await pull_all(session, mirror, image)
+    clock.advance(31 * DAY)
+    await janitor_pass(mirror)
+    clock.advance(GRACE + 1)
+    client = records_of(mirror)._blobs.client
+    monkeypatch.setattr(client, "delete_object", refusing("DeleteObject"))
+    await janitor_pass(mirror)
+    backend = mirror.app[MIRROR].stores.backend
+    await backend.settled()  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    clock.advance(GRACE + 1)  # the bucket answers again; a later pass
+    await janitor_pass(mirror)
+    await backend.settled()  # type: ignore[attr-defined]
+    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    assert not blob_keys(image) & left, "objects whose delete failed once stay in the bucket"
