@@ -71,6 +71,10 @@ class BlobBackend(Protocol):
         """Remove the blob (now or, for a bucket, in the background; close() waits)."""
         ...
 
+    async def remove(self, digest: Digest) -> bool:
+        """Remove the blob now; False (logged) when the store did not take the delete."""
+        ...
+
     async def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the blob; BlobGone when it is not there."""
         ...
@@ -115,6 +119,10 @@ class FilesystemBackend:
 
     def delete(self, digest: Digest) -> None:
         self.files.delete(digest)
+
+    async def remove(self, digest: Digest) -> bool:
+        self.files.delete(digest)
+        return True
 
     async def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
         """Not the hit path (that is sendfile from `files.path`): for callers that want bytes."""

@@ -223,12 +223,17 @@ class S3Blobs:
         task.add_done_callback(self._deletes.discard)
 
     async def _delete(self, digest: Digest) -> None:
+        # The row is gone: the object is unreachable through this replica, and a replica
+        # that still indexes it finds it (or, once deleted, misses).
+        await self.remove(digest)
+
+    async def remove(self, digest: Digest) -> bool:
         try:
             await self.client.delete_object(Bucket=self.config.bucket, Key=self.key(digest))
         except ERRORS as exc:
-            # The row is gone: the object is unreachable through this replica, and a replica
-            # that still indexes it finds it (or, once deleted, misses).
             log.warning("could not delete %s from the bucket: %s", digest, exc)
+            return False
+        return True
 
     async def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
         if start >= end:

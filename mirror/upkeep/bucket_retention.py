@@ -63,7 +63,8 @@ class BucketRetention:
             if elsewhere.digest_used(digest, cutoff):
                 log.info("kept %s in the bucket: another replica read it", digest)
             elif await self._metadata.blob_row(parsed) is None:
-                self._keeper.backend.delete(parsed)
+                if not await self._keeper.backend.remove(parsed):
+                    continue  # the bucket refused: still doomed, the next pass tries again
                 deleted += 1
             settled.append(digest)  # deleted, used elsewhere, or indexed here again
         await self._doomed.drop(settled)
