@@ -21,6 +21,7 @@ from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import metric_value, scrape
 from support.s3server import S3Server
 
+from mirror.reference import Digest
 from mirror.stores.records import TagRow
 from mirror.stores.s3_records import S3Records
 from mirror.web.appkeys import MIRROR
@@ -53,13 +54,11 @@ def refusing(operation: str) -> Any:
     """A client method that answers as a bucket with the wrong key does (403)."""
 
     async def refuse(**kwargs: Any) -> Any:
-        raise ClientError(
-            {
-                "Error": {"Code": "AccessDenied", "Message": "wrong key"},
-                "ResponseMetadata": {"HTTPStatusCode": 403},
-            },
-            operation,
-        )
+        answer: Any = {
+            "Error": {"Code": "AccessDenied", "Message": "wrong key"},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+        raise ClientError(answer, operation)
 
     return refuse
 
@@ -282,8 +281,6 @@ async def test_hunt_an_upstream_name_stays_in_its_folder(
     mirror = await replica(make_mirror, tmp_path, "only")
     records = records_of(mirror)
     image = hub.add_image(REPO, "v1", [b"layer"])
-    from mirror.reference import Digest
-
     row = TagRow(Digest.parse(image.manifest_digest), image.media_type, clock.now)
     await records.put_tag(upstream, REPO, "v1", row)
     await records.put_links(upstream, REPO, [row.digest])
