@@ -539,3 +539,41 @@ async def test_hunt_purge_everything_through_a_fresh_replica(
     clock.advance(5 * 60 + 1)
     assert (await get(session, serving, f"/v2/{REPO}/manifests/v1"))[0] != 200
     # (observed, not asserted: blobs only the other replica indexed stay in the bucket)
+
+
+# HUNT FAULT 12: a locked (imported) tag on one replica, retention on another ----------------
+
+
+async def test_hunt_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A bundle import locks its tags: "retention and eviction leave it alone". Another
+    replica on the bucket that indexed the same image must not delete its objects from under
+    the replica that holds it locked (an offline site has no upstream to fetch it again)."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    importer = await make_mirror(storage_path=tmp_path / "importer")
+    other = await make_mirror(storage_path=tmp_path / "other")
+    await pull_all(session, importer, image)
+    # What a bundle import does with the tag (upkeep/bundle_import.py: _tag).
+    index = importer.app[MIRROR].stores.index
+    row = await index.metadata.get_tag("docker.io", REPO, "v1")
+    assert row is not None
+    await index.put_tag("docker.io", REPO, "v1", row, 300.0, locked=True, pulled_at=clock.now)
+    await pull_all(session, other, image)
+
+    clock.advance(31 * DAY)  # nobody pulls it for a month
+    await janitor_pass(importer)
+    assert await has_tag(importer, "v1"), "a locked tag aged out"
+    await janitor_pass(other)
+    clock.advance(GRACE + 1)
+    await janitor_pass(importer)
+    await janitor_pass(other)
+    await other.app[MIRROR].stores.backend.settled()  # type: ignore[attr-defined]
+    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    assert blob_keys(image) <= left, "another replica deleted the objects of a locked tag"
