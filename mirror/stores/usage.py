@@ -62,14 +62,18 @@ def _time(value: object) -> float:
     return float(value)
 
 
-async def recent_usage(rows: Query, since: float) -> Usage:
-    """This replica's usage since `since`, from its index (pull times as last flushed)."""
+async def recent_usage(rows: Query, since: float, now: float) -> Usage:
+    """This replica's usage since `since`, from its index (pull times as last flushed).
+    A locked tag (a bundle import: retention leaves it alone) is in use `now`, pulled or not,
+    so that no other replica removes what it reaches from the bucket."""
     usage = Usage()
     roots: dict[str, float] = {}
     tags = await rows(
-        "SELECT upstream, repo, tag, digest, coalesce(pulled_at, fetched_at) FROM tags"
-        " WHERE coalesce(pulled_at, fetched_at) >= ?",
-        (since,),
+        "SELECT upstream, repo, tag, digest,"
+        " CASE WHEN locked THEN ?"
+        " ELSE coalesce(pulled_at, fetched_at) END FROM tags"
+        " WHERE locked OR coalesce(pulled_at, fetched_at) >= ?",
+        (now, since),
     )
     for upstream, repo, tag, digest, when in tags:
         usage.tags[(upstream, repo, tag)] = float(when)

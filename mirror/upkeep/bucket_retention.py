@@ -47,7 +47,7 @@ class BucketRetention:
     async def exchange(self, now: float, cutoff: float) -> Usage | None:
         """Publish this replica's usage since `cutoff`; the others', or None when they could
         not be read whole (the sweep then waits: it never removes on part of the picture)."""
-        mine = await recent_usage(self._metadata.database.rows, cutoff)
+        mine = await recent_usage(self._metadata.database.rows, cutoff, now)
         await self._board.publish(mine, now)  # a failure is logged; others read the last one
         # A report older than the cutoff and the grace can keep nothing any more.
         return await self._board.others(now, stale_before=cutoff - self.grace)
