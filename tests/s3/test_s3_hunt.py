@@ -577,3 +577,38 @@ async def test_hunt_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
     await other.app[MIRROR].stores.backend.settled()  # type: ignore[attr-defined]
     left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
     assert blob_keys(image) <= left, "another replica deleted the objects of a locked tag"
+
+
+# HUNT FAULT 13: a purge whose removals the bucket refused ------------------------------------
+
+
+async def test_hunt_a_purge_the_bucket_refused_is_not_silently_undone(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A purge answered 200 while the bucket refused to remove the records: the replica that
+    purged adopts the tag back from the bucket at the next request, and serves it."""
+    hub.add_image(REPO, "v1", [b"layer"])
+    mirror = await replica(make_mirror, tmp_path, "only")
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/v1"))[0] == 200
+    client = records_of(mirror)._blobs.client
+    monkeypatch.setattr(client, "delete_objects", refusing("DeleteObjects"))
+    async with session.delete(
+        mirror.make_url(f"/admin/cache/{REPO}"),
+        params={"tag": "v1"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as resp:
+        purged = resp.status
+    await records_of(mirror).close()
+    monkeypatch.undo()
+    hub.faults.registry_status = 503
+    status, _, _ = await get(session, mirror, f"/v2/{REPO}/manifests/v1")
+    assert purged != 200 or status != 200, (
+        "the purge said 200, yet the purged tag is served again from the bucket's records"
+    )
