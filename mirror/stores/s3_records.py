@@ -166,14 +166,29 @@ class S3Records:
 
     # -- removals ---------------------------------------------------------------------------
 
-    def forget(
+    def _record_keys(
         self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
-    ) -> None:
+    ) -> list[str]:
         keys = [self._tag_key(*key) for key in tags]
         keys += [self._link_key(*key) for key in links]
         keys += [self._manifest_key(Digest.parse(digest)) for digest in manifests]
+        return keys
+
+    def forget(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> None:
+        keys = self._record_keys(tags, links, manifests)
+
+        async def delete() -> None:
+            await self._delete(keys)  # a failure is logged: retention's records, a cache
+
         if keys:
-            self._background(lambda: self._delete(keys))
+            self._background(delete)
+
+    async def remove(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> bool:
+        return await self._delete(self._record_keys(tags, links, manifests))
 
     def forget_all(self) -> None:
         self._background(self._delete_all)
@@ -199,7 +214,9 @@ class S3Records:
             except ERRORS as exc:
                 log.warning("could not list %s%s in the bucket: %s", self._prefix, folder, exc)
 
-    async def _delete(self, keys: list[str]) -> None:
+    async def _delete(self, keys: list[str]) -> bool:
+        """Remove the keys; False (logged) when the bucket did not remove them all."""
+        removed = True
         for start in range(0, len(keys), DELETE_BATCH):
             batch: list[ObjectIdentifierTypeDef] = [
                 {"Key": key} for key in keys[start : start + DELETE_BATCH]
@@ -212,9 +229,12 @@ class S3Records:
                 )
             except ERRORS as exc:
                 log.warning("could not remove %d records from the bucket: %s", len(batch), exc)
+                removed = False
                 continue
             for error in answer.get("Errors", []):
                 log.warning("could not remove %s from the bucket: %s", error.get("Key"), error)
+                removed = False
+        return removed
 
     # -- objects ----------------------------------------------------------------------------
 

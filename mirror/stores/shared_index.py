@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from mirror.errors import Unavailable
 from mirror.manifest_refs import referenced_digests
 from mirror.reference import Digest
 from mirror.stores.metadata import Metadata
@@ -175,6 +176,16 @@ class SharedIndex:
         """What a purge or retention removed from the index leaves the bucket too."""
         if self.shared:
             self.records.forget(tags, links, manifests)
+
+    async def remove(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> None:
+        """What a purge removed from the index leaves the bucket now: Unavailable when the
+        bucket refused (else this replica would adopt the purged records back at once)."""
+        if self.shared and not await self.records.remove(tags, links, manifests):
+            raise Unavailable(
+                "purged here, but the blob store did not remove the records: purge again"
+            )
 
     def forget_all(self) -> None:
         if self.shared:

@@ -59,6 +59,12 @@ class SharedRecords(Protocol):
         """Remove records a purge or retention removed from the index (in the background)."""
         ...
 
+    async def remove(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> bool:
+        """Remove those records now (a purge); False (logged) when the bucket refused some."""
+        ...
+
     def forget_all(self) -> None:
         """Remove every tag record, manifest and link (a purge of everything)."""
         ...
@@ -101,6 +107,11 @@ class LocalOnly:
         self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
     ) -> None:
         return None
+
+    async def remove(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> bool:
+        return True
 
     def forget_all(self) -> None:
         return None

@@ -79,12 +79,12 @@ class PurgeService:
             names = [tag] if tag is not None else await self._index.known_tags(upstream, repo)
             named = {(upstream, repo, name) for name in names}
             swept = replace(swept, tag_keys=tuple(sorted({*swept.tag_keys, *named})))
-        return self._done(swept, dry_run)
+        return await self._done(swept, dry_run)
 
     async def manifest(self, digest: Digest, dry_run: bool) -> PurgeReport:
         """A manifest, the tags that point at it (the next pull resolves them), and what only
         it held."""
-        return self._done(await self._sweeper.manifest(digest, dry_run), dry_run)
+        return await self._done(await self._sweeper.manifest(digest, dry_run), dry_run)
 
     async def blob(self, digest: Digest, dry_run: bool) -> PurgeReport:
         """Remove a stored blob; it is fetched again on the next request."""
@@ -109,13 +109,14 @@ class PurgeService:
             self._count(report)
         return report
 
-    def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
+    async def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
         if not dry_run:
             self._keeper.forget(swept.blobs)  # in the step the rows went: see forget
-            self._index.forget(swept.tag_keys, swept.link_keys, swept.manifests)
         report = PurgeReport.of(swept, dry_run)
         if not dry_run:
             self._count(report)
+            # Awaited: records left in the bucket would be adopted back by the next request.
+            await self._index.remove(swept.tag_keys, swept.link_keys, swept.manifests)
         return report
 
     def _count(self, report: PurgeReport) -> None:
