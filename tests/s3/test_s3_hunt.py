@@ -612,3 +612,44 @@ async def test_hunt_a_purge_the_bucket_refused_is_not_silently_undone(
     assert purged != 200 or status != 200, (
         "the purge said 200, yet the purged tag is served again from the bucket's records"
     )
+
+
+# HUNT 14: huge objects where records are expected (held) -------------------------------------
+
+
+async def test_hunt_huge_records_are_ignored(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    image = hub.add_image(REPO, "v1", [b"layer"])
+    huge = b"{" + b" " * (5 * 1024 * 1024) + b"}"  # a manifest above the 4 MiB bound
+    huge_digest = "sha256:" + hashlib.sha256(huge).hexdigest()
+    tags = f"{KEY_PREFIX}repositories/docker.io/{REPO}"
+
+    def plant() -> None:
+        client = seaweedfs.client()
+        record = {"digest": huge_digest, "media_type": image.media_type, "resolved_at": 0}
+        padded = json.dumps(record).encode() + b" " * (100 * 1024)  # a record above 64 KiB
+        client.put_object(Bucket=bucket, Key=f"{tags}/_tags/v1", Body=padded)
+        client.put_object(
+            Bucket=bucket,
+            Key=f"{KEY_PREFIX}manifests/sha256/{huge_digest.split(':')[1]}",
+            Body=huge,
+            ContentType=image.media_type,
+        )
+        client.put_object(Bucket=bucket, Key=f"{tags}/_links/sha256/{huge_digest.split(':')[1]}")
+
+    await asyncio.to_thread(plant)
+    mirror = await replica(make_mirror, tmp_path, "reader")
+    assert (await get(session, mirror, f"/v2/{REPO}/manifests/v1"))[:2] == (
+        200,
+        image.manifest_bytes,
+    )
+    status, body, _ = await get(session, mirror, f"/v2/{REPO}/manifests/{huge_digest}")
+    assert status == 404 and json.loads(body)["errors"], (status, body[:200])
