@@ -263,7 +263,7 @@ async def test_hunt_a_usage_report_that_does_not_parse_is_ignored(
     assert not await has_tag(mirror, "v1"), "retention did not run past a report that lies"
 
 
-# HUNT FAULT 6: key space (upstream names "." and "..") ---------------------------------
+# HUNT FAULT 6: key space (upstream names "." and "..") ---
 
 
 @pytest.mark.parametrize("upstream", ["..", ".", "a/../..", "%2e%2e"])
@@ -294,7 +294,7 @@ async def test_hunt_an_upstream_name_stays_in_its_folder(
     assert await records.get_tag("docker.io", REPO, "v1") is None
 
 
-# HUNT FAULT 7: purge through a replica that never served the tag ----------------------------------
+# HUNT FAULT 7: purge through a replica that never served the tag ---
 
 
 async def test_hunt_a_purge_through_any_replica_unserves_the_tag(
@@ -327,7 +327,7 @@ async def test_hunt_a_purge_through_any_replica_unserves_the_tag(
     assert status != 200, "a tag purged through another replica was served stale"
 
 
-# HUNT FAULT 8: tag lists from planted keys ----------------------------------------------------------
+# HUNT FAULT 8: tag lists from planted keys ---
 
 
 async def test_hunt_the_bucket_tag_list_holds_only_tags(
@@ -356,7 +356,7 @@ async def test_hunt_the_bucket_tag_list_holds_only_tags(
     assert (status, json.loads(body)) == (200, {"name": REPO, "tags": ["v1"]})
 
 
-# HUNT HELD 9: retention when the bucket fails mid-exchange; a restart between sweep and delete --
+# HUNT HELD 9: retention when the bucket fails mid-exchange; a restart between sweep and delete ---
 
 
 def blob_keys(image: Any) -> set[str]:
@@ -441,7 +441,7 @@ async def test_hunt_a_restart_between_sweep_and_delete_keeps_objects_doomed(
     assert not blob_keys(image) & left, "doomed objects outlived a restart"
 
 
-# HUNT FAULT 10: a delete that fails after the grace -------------------------------------------
+# HUNT FAULT 10: a delete that fails after the grace ---
 
 
 async def test_hunt_a_failed_delete_after_the_grace_is_tried_again(
@@ -476,7 +476,7 @@ async def test_hunt_a_failed_delete_after_the_grace_is_tried_again(
     assert not blob_keys(image) & left, "objects whose delete failed once stay in the bucket"
 
 
-# HUNT HELD 11: a client that goes away mid-lookup; purge-all through a fresh replica -------------
+# HUNT HELD 11: a client that goes away mid-lookup; purge-all through a fresh replica ---
 
 
 async def test_hunt_a_client_gone_mid_lookup_does_not_break_the_others(
@@ -541,7 +541,7 @@ async def test_hunt_purge_everything_through_a_fresh_replica(
     # (observed, not asserted: blobs only the other replica indexed stay in the bucket)
 
 
-# HUNT FAULT 12: a locked (imported) tag on one replica, retention on another ----------------
+# HUNT FAULT 12: a locked (imported) tag on one replica, retention on another ---
 
 
 async def test_hunt_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
@@ -579,7 +579,7 @@ async def test_hunt_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
     assert blob_keys(image) <= left, "another replica deleted the objects of a locked tag"
 
 
-# HUNT FAULT 13: a purge whose removals the bucket refused ------------------------------------
+# HUNT FAULT 13: a purge whose removals the bucket refused ---
 
 
 async def test_hunt_a_purge_the_bucket_refused_is_not_silently_undone(
@@ -614,7 +614,7 @@ async def test_hunt_a_purge_the_bucket_refused_is_not_silently_undone(
     )
 
 
-# HUNT HELD 14: huge objects where records are expected (held) -------------------------------------
+# HUNT HELD 14: huge objects where records are expected (held) ---
 
 
 async def test_hunt_huge_records_are_ignored(
