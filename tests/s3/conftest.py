@@ -25,3 +25,10 @@ def bucket(seaweedfs: S3Server, mirror_config: dict[str, Any]) -> str:
         "secret_key": seaweedfs.secret_key,
     }
     return name
+
+
+@pytest.fixture
+def aging(bucket: str, mirror_config: dict[str, Any]) -> str:
+    """The bucket, with 30 days of retention for the mirrors on it."""
+    mirror_config["storage"]["max_unused_age"] = "30d"
+    return bucket

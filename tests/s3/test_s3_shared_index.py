@@ -13,32 +13,17 @@ import json
 from pathlib import Path
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.client import MakeMirror
 from fakes.clock import FakeClock
-from fakes.oci import ALL_MANIFEST_TYPES
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.s3server import S3Server
 
 from .conftest import KEY_PREFIX
+from .replicas import TOKEN, get, replica
 
 REPO = "library/shared"
-TOKEN = "shared-index-admin-token"
-ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
-
-
-async def replica(make_mirror: MakeMirror, tmp_path: Path, name: str) -> TestServer:
-    """A mirror on its own empty data folder, on the test's bucket."""
-    return await make_mirror(storage_path=tmp_path / name, tag_ttl="5m", admin_token=TOKEN)
-
-
-async def get(
-    session: aiohttp.ClientSession, mirror: TestServer, path: str
-) -> tuple[int, bytes, str]:
-    async with session.get(mirror.make_url(path), headers=ACCEPT) as resp:
-        return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
 
 
 def records(seaweedfs: S3Server, bucket: str) -> set[str]:
