@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from mirror.errors import (
     ManifestUnknown,
@@ -112,9 +113,9 @@ class ManifestService:
             self._metrics.cache("tag", "hit")
             return ManifestResult(last_known, "hit")
         if self._index.shared:
-            # Stale or unknown here: what the replicas recorded in the bucket may be newer.
+            # Stale or unknown here: the replicas' record in the bucket may be newer. Read once
+            # however many clients ask at once (a storm on a stale tag).
             ttl, now, known = self._tag_ttl(upstream), self._clock(), last_known
-            # One read of the record however many clients ask at once (a storm on a stale tag).
             last_known = await self._adopting.run(
                 (upstream.name, repo, tag.name),
                 lambda: self._index.adopt_tag(upstream.name, repo, tag.name, row, known, ttl, now),
@@ -141,13 +142,10 @@ class ManifestService:
             return ManifestResult(last_known, "stale")
         except TimeoutError:
             assert last_known is not None  # only a resolution with a stale answer has a deadline
-            log.warning(
-                "serving %s:%s from cache: upstream %s did not answer within %gs",
-                repo,
-                tag,
-                upstream.name,
-                upstream.config.stale_after,
+            waited = (
+                f"upstream {upstream.name} did not answer within {upstream.config.stale_after:g}s"
             )
+            log.warning("serving %s:%s from cache: %s", repo, tag, waited)
             self._metrics.cache("tag", "stale")
             return ManifestResult(last_known, "stale")
         self._metrics.cache("tag", "miss")
@@ -240,20 +238,22 @@ class ManifestService:
     ) -> ManifestResult:
         """Local first; `linked` says the upstream just vouched that repo holds this digest."""
         stored = await self._metadata.get_manifest(digest)
-        adopted = stored is None and self._index.shared
-        if adopted:  # another replica's, read once however many clients ask at once
-            stored = await self._adopting.run(
-                ("by digest", str(digest)), lambda: self._index.shared_manifest(digest)
-            )
         if stored is not None:
             if linked:
                 await self._index.add_link(upstream.name, repo, digest)
             elif not await self._index.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
-            if adopted:
-                await self._index.put_manifest(
-                    stored, self._clock(), upstream.name, repo, publish=False
-                )
+        elif self._index.shared:
+            # Another replica's, read and indexed once however many clients ask at once
+            # (indexed inside the flight: a client arriving after it finds it here).
+            confirm = partial(self._confirm_upstream_holds, upstream, repo, digest)
+            stored = await self._adopting.run(
+                ("by digest", upstream.name, repo, str(digest)),
+                lambda: self._index.adopt_manifest(
+                    upstream.name, repo, digest, linked, confirm, self._clock()
+                ),
+            )
+        if stored is not None:
             self._metrics.cache("manifest", "hit")
             return ManifestResult(stored, "hit")
         self._metrics.cache("manifest", "miss")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from mirror.errors import Unavailable
 from mirror.manifest_refs import referenced_digests
@@ -68,9 +68,27 @@ class SharedIndex:
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def shared_manifest(self, digest: Digest) -> StoredManifest | None:
-        """A manifest another replica stored (bytes checked against the digest)."""
-        return await self.records.get_manifest(digest) if self.shared else None
+    async def adopt_manifest(
+        self,
+        upstream: str,
+        repo: str,
+        digest: Digest,
+        linked: bool,
+        confirm: Callable[[], Awaitable[None]],
+        now: float,
+    ) -> StoredManifest | None:
+        """A manifest another replica stored (bytes checked against the digest), indexed here
+        once the repository is known to hold it: `linked` (the upstream just said so), a link
+        here or in the bucket, or `confirm` (asks the upstream; raises when it says no)."""
+        manifest = await self.records.get_manifest(digest) if self.shared else None
+        if manifest is None:
+            return None
+        if linked:
+            await self.add_link(upstream, repo, digest)
+        elif not await self.has_link(upstream, repo, digest):
+            await confirm()
+        await self.put_manifest(manifest, now, upstream, repo, publish=False)
+        return manifest
 
     async def put_manifest(
         self,
