@@ -30,6 +30,7 @@ from mirror.errors import FillFailed
 from mirror.reference import Digest
 from mirror.stores.blob_backend import BlobGone
 from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
+from mirror.stores.s3_seen import SeenObjects
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -58,6 +59,7 @@ class S3Blobs:
         self._deletes: set[asyncio.Task[None]] = set()
         self._problem: str | None = None  # what the last check found (logged when it changes)
         self._first_check: asyncio.Task[str | None] | None = None
+        self._seen = SeenObjects(config.redirect_memo, time.monotonic)
 
     def key(self, digest: Digest) -> str:
         return f"{self.config.prefix}blobs/{digest.algorithm}/{digest.hex}"
@@ -212,6 +214,7 @@ class S3Blobs:
             raise
 
     def delete(self, digest: Digest) -> None:
+        self._seen.forget(digest)  # this replica never redirects to what it deleted
         task = asyncio.get_running_loop().create_task(self._delete(digest), name=f"delete {digest}")
         self._deletes.add(task)
         task.add_done_callback(self._deletes.discard)
@@ -239,7 +242,14 @@ class S3Blobs:
             raise unavailable("GET", exc) from None
         return _body(answer["Body"], end - start)
 
-    async def presigned_url(self, digest: Digest) -> str:
+    async def presigned_url(self, digest: Digest) -> str | None:
+        """None when the object is not there (a client sent to it would get the bucket's 404):
+        asked with a HEAD, unless seen less than `redirect_memo` ago (s3_seen)."""
+        if not self._seen.recent(digest):
+            if await self.size_of(digest) is None:
+                self._seen.forget(digest)
+                return None
+            self._seen.saw(digest)
         return await self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.config.bucket, "Key": self.key(digest)},
