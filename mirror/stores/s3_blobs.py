@@ -18,17 +18,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.response import StreamingBody
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from mirror.bucket_metrics import BucketMetrics
 from mirror.config import S3Config
-from mirror.errors import FillFailed
 from mirror.reference import Digest
 from mirror.stores.blob_backend import BlobGone
+from mirror.stores.s3_body import BucketBody
 from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
 from mirror.stores.s3_seen import SeenObjects
 
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1024 * 1024
+READ_TIMEOUT = 60.0  # seconds the bucket may send nothing before a request counts as failed
 CHECK_TIMEOUT = 5.0  # seconds for the readiness check's HEAD of the bucket
 
 
@@ -81,7 +79,7 @@ class S3Blobs:
             response_checksum_validation="when_required",
             max_pool_connections=64,
             connect_timeout=10,
-            read_timeout=60,
+            read_timeout=READ_TIMEOUT,
             retries={"max_attempts": 3, "mode": "standard"},
         )
         session = get_session()
@@ -240,7 +238,7 @@ class S3Blobs:
             raise unavailable("GET", exc) from None
         except ERRORS as exc:
             raise unavailable("GET", exc) from None
-        return _body(answer["Body"], end - start)
+        return BucketBody(answer["Body"], end - start, READ_TIMEOUT)
 
     async def presigned_url(self, digest: Digest) -> str | None:
         """None when the object is not there (a client sent to it would get the bucket's 404):
@@ -272,20 +270,3 @@ class S3Blobs:
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield
-
-
-async def _body(body: StreamingBody, length: int) -> AsyncIterator[bytes]:
-    """The object's bytes, READ_CHUNK at a time (aiohttp hands over whatever arrived, often
-    64 KiB: a write per such piece costs the client a third of its throughput); FillFailed
-    when the bucket cuts them short (the client is cut too)."""
-    content: aiohttp.StreamReader = body.raw_stream.content
-    received = 0
-    try:
-        while received < length:
-            chunk = await content.readexactly(min(READ_CHUNK, length - received))
-            received += len(chunk)
-            yield chunk
-    except (asyncio.IncompleteReadError, *ERRORS) as exc:
-        raise FillFailed(f"bucket body cut after {received} bytes: {type(exc).__name__}") from None
-    finally:
-        body.close()
