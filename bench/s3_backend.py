@@ -79,6 +79,8 @@ class Bench:
                 "secret_key": self.s3.secret_key,
                 "redirect": redirect,
             }
+            if redirect and self.args.redirect_memo is not None:
+                config["storage.s3"]["redirect_memo"] = self.args.redirect_memo
         mirror = MirrorProcess(folder, config)
         mirror.start()
         return mirror
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repo", required=True)
     parser.add_argument("--digest", required=True)
     parser.add_argument("--runs", type=int, default=3, help="warm fetches per round")
+    parser.add_argument("--redirect-memo", help='storage.s3.redirect_memo, e.g. "5s"')
     parser.add_argument("--rounds", type=int, default=3, help="fresh mirrors per backend")
     parser.add_argument(
         "--only", action="append", choices=["filesystem", "s3", "redirect"], help="repeatable"
