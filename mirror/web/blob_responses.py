@@ -1,5 +1,6 @@
-"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive
-(sendfile too, from the fill's temp file).
+"""Sending a blob: a stored file with sendfile, a running fill's bytes as they arrive
+(sendfile too, from the fill's temp file), or an object in the bucket (socket to socket by the
+kernel when it can, web/bucket_relay.py; streamed otherwise).
 
 Both follow one Range rule, decided here by `parse_range` before any byte goes out: one
 satisfiable range is a 206; several ranges, another unit or anything unparsable is the whole
