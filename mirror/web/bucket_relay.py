@@ -52,10 +52,14 @@ async def relay(
     transport = request.transport
     assert transport is not None
     loop = asyncio.get_running_loop()
-    bucket, to_client = os.dup(source.fd), os.dup(client)
-    out, into = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     remaining = source.length - len(source.early)
+    opened: list[int] = []
     try:
+        try:
+            bucket, to_client = _own(opened, os.dup(source.fd)), _own(opened, os.dup(client))
+            out, into = (_own(opened, fd) for fd in os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError as exc:  # out of descriptors: the client is cut, and asks again
+            raise FillFailed(f"no descriptors for the relay: {exc}") from None
         with contextlib.suppress(OSError):
             fcntl.fcntl(into, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         capacity = fcntl.fcntl(into, fcntl.F_GETPIPE_SZ)
@@ -90,8 +94,13 @@ async def relay(
         got = source.length - remaining
         raise FillFailed(f"bucket silent for {source.timeout:g} s after {got} bytes") from None
     finally:
-        for fd in (bucket, to_client, out, into):
+        for fd in opened:
             os.close(fd)
+
+
+def _own(opened: list[int], fd: int) -> int:
+    opened.append(fd)
+    return fd
 
 
 def _from_bucket(bucket: int, pipe: int, count: int) -> int:
