@@ -26,13 +26,19 @@ from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.catalog import Catalog
 from mirror.stores.disk_space import DiskSpace
+from mirror.stores.doomed import DoomedObjects
 from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.s3_blobs import S3Blobs
+from mirror.stores.s3_records import S3Records
+from mirror.stores.s3_usage import S3UsageBoard
+from mirror.stores.shared_index import SharedIndex
+from mirror.stores.shared_records import LocalOnly, SharedRecords
 from mirror.stores.sweep import Sweeper
+from mirror.upkeep.bucket_retention import BucketRetention
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
 from mirror.upkeep.purge import PurgeService
@@ -60,6 +66,7 @@ class Stores:
     keeper: BlobKeeper
     disk: DiskSpace
     catalog: Catalog  # read-only views over the index (admin catalog, `mirror ls`)
+    index: SharedIndex  # the index with the bucket's tag records, manifests and links behind it
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +109,13 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     disk = DiskSpace(config.storage.path)
     metadata = Metadata(config.storage.path / METADATA_FILE, disk)
     files = BlobFiles(config.storage.path)
-    backend: BlobBackend = (
-        FilesystemBackend(files)
-        if config.storage.s3 is None
-        else S3Blobs(config.storage.s3, metrics.bucket)
-    )
+    backend: BlobBackend
+    records: SharedRecords
+    if config.storage.s3 is None:
+        backend, records = FilesystemBackend(files), LocalOnly()
+    else:
+        bucket = S3Blobs(config.storage.s3, metrics.bucket)
+        backend, records = bucket, S3Records(bucket)
     ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
     leases = BlobLeases()
     pins = pins_of(config)
@@ -115,7 +124,8 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     keeper = BlobKeeper(metadata, files, ledger, leases, metrics, pinned=pinned, backend=backend)
     metrics.storage_full.set_function(lambda: float(disk.full))
     catalog = Catalog(metadata.database)
-    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog)
+    index = SharedIndex(metadata, records)
+    return Stores(lock, metadata, files, backend, ledger, leases, keeper, disk, catalog, index)
 
 
 def pins_of(config: Config) -> Pins:
@@ -127,8 +137,26 @@ def build_upkeep(
     config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
 ) -> Upkeep:
     sweeper = Sweeper(stores.metadata)
+    shared = None
+    if isinstance(stores.backend, S3Blobs) and config.storage.max_unused_age > 0:
+        shared = BucketRetention(
+            stores.metadata,
+            S3UsageBoard(stores.backend, config.storage.path),
+            DoomedObjects(stores.metadata.database),
+            stores.keeper,
+            stores.leases,
+            stores.backend.config.delete_grace,
+            metrics.bucket,
+        )
     retention = Retention(
-        sweeper, stores.keeper, pins_of(config), config.storage.max_unused_age, clock, metrics
+        sweeper,
+        stores.keeper,
+        stores.index,
+        pins_of(config),
+        config.storage.max_unused_age,
+        clock,
+        metrics,
+        shared,
     )
     janitor = Janitor(
         stores.metadata,
@@ -140,7 +168,7 @@ def build_upkeep(
         config.storage,
         retention,
     )
-    purge = PurgeService(stores.metadata, stores.keeper, sweeper, metrics)
+    purge = PurgeService(stores.index, stores.keeper, sweeper, metrics)
     return Upkeep(janitor, purge, JobRegistry(clock))
 
 
@@ -152,11 +180,11 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     upkeep = build_upkeep(config, stores, metrics, now)
     router = UpstreamRouter([UpstreamRegistry(up, now, metrics) for up in config.upstreams])
     manifests = ManifestService(
-        stores.metadata, now, lambda up: config.tag_ttl_for(up.config), metrics
+        stores.index, now, lambda up: config.tag_ttl_for(up.config), metrics
     )
     blobs = BlobService(
         stores.files,
-        stores.metadata,
+        stores.index,
         stores.keeper,
         stores.ledger,
         stores.leases,
@@ -170,7 +198,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)
     metrics.storage_limit.set(config.storage.max_size)
-    tag_lists = TagListService(stores.metadata, metrics)
+    tag_lists = TagListService(stores.index, metrics)
     return Mirror(config, metrics, stores, upkeep, router, manifests, blobs, tag_lists, now)
 
 
@@ -226,6 +254,7 @@ async def _database(stores: Stores) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await stores.index.records.close()  # on the backend's client: closed before it
         await stores.backend.close()  # deletes in flight finish before the index closes
         await stores.metadata.close()
 

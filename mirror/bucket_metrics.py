@@ -3,7 +3,7 @@ their latency, and bytes each way (with `backend = "s3"`; zero on the filesystem
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # What the S3 backend asks of a bucket; pre-created so a dashboard has every series at once.
 OPERATIONS = (
@@ -17,6 +17,8 @@ OPERATIONS = (
     "AbortMultipartUpload",
     "ListMultipartUploads",
     "DeleteObject",
+    "DeleteObjects",
+    "ListObjectsV2",
 )
 STATUSES = ("2xx", "3xx", "4xx", "5xx", "error")  # error: no answer (refused, reset, timeout)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,8 +41,14 @@ class BucketMetrics:
         )
         self.bytes = Counter(
             "mirror_bucket_bytes_total",
-            "Blob bytes sent to the bucket (out) and announced by it for reads (in).",
+            "Bytes sent to the bucket (out) and announced by it for reads (in).",
             ["direction"],
+            registry=registry,
+        )
+        self.doomed = Gauge(
+            "mirror_bucket_doomed_objects",
+            "Objects retention removed from this replica's index, deleted from the shared"
+            " bucket once storage.s3.delete_grace has passed (unless another replica reads them).",
             registry=registry,
         )
         for operation in OPERATIONS:

@@ -131,7 +131,7 @@ def _storage(section: Section) -> StorageConfig:
         or not 0 < low_water <= 1
     ):
         raise ConfigError(f"{section.key('low_water')}: expected a fraction such as 0.9")
-    return StorageConfig(
+    storage = StorageConfig(
         path=Path(path) if path else defaults.path,
         max_size=defaults.max_size
         if max_size is None
@@ -149,6 +149,12 @@ def _storage(section: Section) -> StorageConfig:
         backend=backend,
         s3=s3,
     )
+    # A replica reports what it read at most a flush plus a third of the grace later
+    # (upkeep/bucket_retention.py): the grace must leave room for that.
+    if s3 is not None and s3.delete_grace <= 3 * storage.flush_interval:
+        flush = section.key("flush_interval")
+        raise ConfigError(f"{section.key('s3')}.delete_grace: must be more than 3 times {flush}")
+    return storage
 
 
 _PIN = re.compile(r"^[a-z0-9._/*?\[\]-]+(:[A-Za-z0-9._*?\[\]-]+)?$")

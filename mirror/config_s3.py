@@ -36,6 +36,9 @@ class S3Config:
     # A multipart upload begun this long ago is a fill whose replica died: the janitor aborts
     # it (longer than any download takes; replicas sharing a bucket cannot tell each other's).
     abandoned_after: float = 86400.0
+    # Retention deletes an object from the bucket only this long after removing it from the
+    # index, and not if another replica reported reading it meanwhile.
+    delete_grace: float = 900.0
 
 
 def parse_s3(section: Section) -> S3Config:
@@ -50,6 +53,7 @@ def parse_s3(section: Section) -> S3Config:
     ttl = section.take("presign_ttl")
     memo = section.take("redirect_memo")
     abandoned = section.take("abandoned_after")
+    grace = section.take("delete_grace")
     section.finish()
     instead = f"{section.key('access_key')} and {section.key('secret_key')} (or their _file)"
     endpoint = (
@@ -82,6 +86,9 @@ def parse_s3(section: Section) -> S3Config:
         else positive(
             parse_duration(abandoned, section.key("abandoned_after")), section, "abandoned_after"
         ),
+        delete_grace=defaults.delete_grace
+        if grace is None
+        else positive(parse_duration(grace, section.key("delete_grace")), section, "delete_grace"),
     )
 
 

@@ -28,7 +28,7 @@ from support.images import build_layout, push_images
 from support.mirror_process import MirrorProcesses
 from support.procs import LOGS, keep_log, log_tail, need
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server, chosen_kind, make_server
 from support.skopeo import Skopeo
 
 # Generous for a loaded 2-core machine; the timeout tests set their own short ones.
@@ -207,11 +207,25 @@ def pytest_runtest_makereport(
     return report
 
 
+# The session's S3 server and how long it took to start, for the closing summary.
+STARTED_S3: list[tuple[str, float]] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for kind, seconds in STARTED_S3:
+        terminalreporter.write_line(
+            f"S3 server for the S3 suites: {kind}, started in {seconds:.1f}s"
+        )
+
+
 @pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    """A real S3 server (SeaweedFS) for the whole session; each test makes its own bucket."""
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server for the whole session; each test makes its own bucket. SeaweedFS, or a
+    one-node Ceph with RGW when MIRROR_TEST_S3=ceph (`make test-ceph`; support/s3server.py)."""
+    kind = chosen_kind()
+    server = make_server(kind, tmp_path_factory.mktemp(kind))
     server.start()
+    STARTED_S3.append((kind, server.startup_seconds))
     try:
         yield server
     finally:

@@ -101,7 +101,7 @@ async def _import_offline(path: Path, config: Config) -> dict[str, Any]:
     async with open_data_folder(config) as data:
         stores = data.stores
         importer = BundleImporter(
-            stores.metadata, stores.files, stores.keeper, stores.ledger, config, time.time
+            stores.index, stores.files, stores.keeper, stores.ledger, config, time.time
         )
         report = await importer.import_path(path)
     return asdict(report)

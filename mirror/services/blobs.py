@@ -29,7 +29,7 @@ from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import Reservation, UsageLedger
-from mirror.stores.metadata import Metadata
+from mirror.stores.shared_index import SharedIndex
 from mirror.upstream.client import UpstreamRegistry
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class BlobService:
     def __init__(
         self,
         files: BlobFiles,
-        metadata: Metadata,
+        index: SharedIndex,
         keeper: BlobKeeper,
         ledger: UsageLedger,
         leases: BlobLeases,
@@ -79,7 +79,8 @@ class BlobService:
         self._files = files
         self._backend = keeper.backend
         self._redirect = redirect
-        self._metadata = metadata
+        self._index = index
+        self._metadata = index.metadata
         self._keeper = keeper
         self._ledger = ledger
         self._leases = leases
@@ -112,7 +113,7 @@ class BlobService:
         local = await self._stored_size(digest)
         fill = self._fills.get(digest)
         if local is not None or (fill is not None and fill.size is not None):
-            if not await self._metadata.has_link(upstream.name, repo, digest):
+            if not await self._index.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
             self._metrics.cache("blob", "hit" if local is not None else "miss")
             return local if local is not None else (fill.size if fill else None)
@@ -120,7 +121,7 @@ class BlobService:
             size = await upstream.head_blob(repo, digest)
         except UpstreamNotFound:
             raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
-        await self._metadata.add_link(upstream.name, repo, digest)
+        await self._index.add_link(upstream.name, repo, digest)
         return size
 
     async def open(
@@ -128,7 +129,7 @@ class BlobService:
     ) -> BlobSource:
         """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
         fill counts against the limits for `client` (its address)."""
-        linked = await self._metadata.has_link(upstream.name, repo, digest)
+        linked = await self._index.has_link(upstream.name, repo, digest)
         if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send (for the
@@ -224,7 +225,7 @@ class BlobService:
             await upstream.head_blob(repo, digest)
         except UpstreamNotFound:
             raise BlobUnknown(f"blob unknown: {repo}@{digest}") from None
-        await self._metadata.add_link(upstream.name, repo, digest)
+        await self._index.add_link(upstream.name, repo, digest)
 
     def _start_fill(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest, client: str | None
@@ -296,4 +297,4 @@ class BlobService:
             if following is not None and not streamed:
                 await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
-            await self._metadata.add_link(upstream.name, repo, digest)
+            await self._index.add_link(upstream.name, repo, digest)

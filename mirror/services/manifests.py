@@ -1,4 +1,6 @@
-"""Manifests: tags remote-first with a TTL and stale-if-error; digests local-first, kept forever."""
+"""Manifests: tags remote-first with a TTL and stale-if-error; digests local-first, kept forever.
+With a bucket, "local" includes what other replicas recorded there (stores/shared_index.py):
+a tag stale or unknown here, and a manifest by digest, are looked up there before upstream."""
 
 from __future__ import annotations
 
@@ -14,13 +16,12 @@ from mirror.errors import (
     UpstreamNotFound,
     UpstreamUnavailable,
 )
-from mirror.manifest_refs import referenced_digests
 from mirror.media_types import ALL_MANIFEST_TYPES, accepts
 from mirror.metrics import CacheResult, Metrics
 from mirror.reference import Digest, Reference, Tag
 from mirror.services.singleflight import SingleFlight
-from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
+from mirror.stores.shared_index import SharedIndex
 from mirror.upstream.client import UpstreamRegistry
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,19 @@ class ManifestResult:
 class ManifestService:
     def __init__(
         self,
-        metadata: Metadata,
+        index: SharedIndex,
         clock: Callable[[], float],
         tag_ttl: Callable[[UpstreamRegistry], float],
         metrics: Metrics,
     ) -> None:
-        self._metadata = metadata
+        self._index = index
+        self._metadata = index.metadata
         self._metrics = metrics
         self._clock = clock
         self._tag_ttl = tag_ttl
         self._resolving: SingleFlight[StoredManifest] = SingleFlight()
         self._fetching: SingleFlight[StoredManifest] = SingleFlight()
+        self._adopting: SingleFlight[StoredManifest | None] = SingleFlight()
         # When each running tag resolution started (loop time): the stale deadline counts
         # from there, so a client that joins a hung resolution late is not kept waiting anew.
         self._resolving_since: dict[Hashable, float] = {}
@@ -57,6 +60,7 @@ class ManifestService:
     async def close(self) -> None:
         await self._resolving.close()
         await self._fetching.close()
+        await self._adopting.close()
 
     async def get(
         self, upstream: UpstreamRegistry, repo: str, ref: Reference, accept: Sequence[str]
@@ -104,10 +108,21 @@ class ManifestService:
     async def _by_tag(self, upstream: UpstreamRegistry, repo: str, tag: Tag) -> ManifestResult:
         row = await self._metadata.get_tag(upstream.name, repo, tag.name)
         last_known = None if row is None else await self._metadata.get_manifest(row.digest)
-        fresh = row is not None and (self._fresh(row, upstream) or upstream.config.offline)
-        if last_known is not None and fresh:
+        if last_known is not None and self._usable(row, upstream):
             self._metrics.cache("tag", "hit")
             return ManifestResult(last_known, "hit")
+        if self._index.shared:
+            # Stale or unknown here: what the replicas recorded in the bucket may be newer.
+            ttl, now, known = self._tag_ttl(upstream), self._clock(), last_known
+            # One read of the record however many clients ask at once (a storm on a stale tag).
+            last_known = await self._adopting.run(
+                (upstream.name, repo, tag.name),
+                lambda: self._index.adopt_tag(upstream.name, repo, tag.name, row, known, ttl, now),
+            )
+            row = await self._metadata.get_tag(upstream.name, repo, tag.name)
+            if last_known is not None and self._usable(row, upstream):
+                self._metrics.cache("tag", "hit")
+                return ManifestResult(last_known, "hit")
         key = (upstream.name, repo, tag.name)
         try:
             manifest = await self._resolve_within(
@@ -137,6 +152,9 @@ class ManifestService:
             return ManifestResult(last_known, "stale")
         self._metrics.cache("tag", "miss")
         return ManifestResult(manifest, "miss")
+
+    def _usable(self, row: TagRow | None, upstream: UpstreamRegistry) -> bool:
+        return row is not None and (self._fresh(row, upstream) or upstream.config.offline)
 
     def _fresh(self, row: TagRow, upstream: UpstreamRegistry) -> bool:
         """Fresh for the TTL in force now, counted from when the tag was resolved: a row does
@@ -197,7 +215,10 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, manifest: StoredManifest
     ) -> None:
         row = TagRow(manifest.digest, manifest.media_type, self._clock())
-        await self._metadata.put_tag(upstream.name, repo, tag.name, row, self._tag_ttl(upstream))
+        # Known here, but purged from the bucket through another replica meanwhile: put back
+        # before the record that names it.
+        await self._index.republish(manifest, upstream.name, repo)
+        await self._index.put_tag(upstream.name, repo, tag.name, row, self._tag_ttl(upstream))
 
     async def _fetch_for_accept(
         self, upstream: UpstreamRegistry, repo: str, tag: Tag, accept: Sequence[str]
@@ -219,11 +240,20 @@ class ManifestService:
     ) -> ManifestResult:
         """Local first; `linked` says the upstream just vouched that repo holds this digest."""
         stored = await self._metadata.get_manifest(digest)
+        adopted = stored is None and self._index.shared
+        if adopted:  # another replica's, read once however many clients ask at once
+            stored = await self._adopting.run(
+                ("by digest", str(digest)), lambda: self._index.shared_manifest(digest)
+            )
         if stored is not None:
             if linked:
-                await self._metadata.add_link(upstream.name, repo, digest)
-            elif not await self._metadata.has_link(upstream.name, repo, digest):
+                await self._index.add_link(upstream.name, repo, digest)
+            elif not await self._index.has_link(upstream.name, repo, digest):
                 await self._confirm_upstream_holds(upstream, repo, digest)
+            if adopted:
+                await self._index.put_manifest(
+                    stored, self._clock(), upstream.name, repo, publish=False
+                )
             self._metrics.cache("manifest", "hit")
             return ManifestResult(stored, "hit")
         self._metrics.cache("manifest", "miss")
@@ -243,7 +273,7 @@ class ManifestService:
             await upstream.head_manifest(repo, digest, ALL_MANIFEST_TYPES)
         except UpstreamNotFound:
             raise ManifestUnknown(f"manifest unknown: {repo}@{digest}") from None
-        await self._metadata.add_link(upstream.name, repo, digest)
+        await self._index.add_link(upstream.name, repo, digest)
 
     async def _fetch_digest(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
@@ -266,5 +296,4 @@ class ManifestService:
         return StoredManifest(digest, media_type, body)
 
     async def _store(self, upstream: UpstreamRegistry, repo: str, manifest: StoredManifest) -> None:
-        references = referenced_digests(manifest.body)
-        await self._metadata.put_manifest(manifest, self._clock(), upstream.name, repo, references)
+        await self._index.put_manifest(manifest, self._clock(), upstream.name, repo)

@@ -1,4 +1,5 @@
-"""Tag lists: asked of the upstream; when it cannot answer, the tags this cache knows."""
+"""Tag lists: asked of the upstream; when it cannot answer, the tags this cache knows (with a
+bucket: the tags any replica recorded there)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from mirror.errors import NameUnknown, UpstreamDenied, UpstreamNotFound, UpstreamUnavailable
 from mirror.metrics import Metrics
-from mirror.stores.metadata import Metadata
+from mirror.stores.shared_index import SharedIndex
 from mirror.upstream.client import UpstreamRegistry
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ class TagPage:
 
 
 class TagListService:
-    def __init__(self, metadata: Metadata, metrics: Metrics) -> None:
-        self._metadata = metadata
+    def __init__(self, index: SharedIndex, metrics: Metrics) -> None:
+        self._index = index
+        self._metadata = index.metadata
         self._metrics = metrics
 
     async def list(
@@ -42,8 +44,13 @@ class TagListService:
         except UpstreamNotFound:
             raise NameUnknown(f"repository {repo} is unknown upstream") from None
         except (UpstreamUnavailable, UpstreamDenied, TimeoutError) as exc:
-            # Auth failures too: a broken token path must not hide the tags we know.
-            if not known or (isinstance(exc, TimeoutError) and not deadline.expired()):
+            if isinstance(exc, TimeoutError) and not deadline.expired():
+                raise
+            # Auth failures too: a broken token path must not hide the tags we know. With a
+            # bucket, the tags other replicas recorded count (asked only now: not on the way
+            # of every answer the upstream gives).
+            known = await self._index.known_tags(upstream.name, repo)
+            if not known:
                 raise
             log.warning("serving the tags of %s from cache: %s", repo, _why(exc, upstream))
             self._metrics.stale_served.inc()

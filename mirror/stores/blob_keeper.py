@@ -143,12 +143,15 @@ class BlobKeeper:
         self.forget(removed)
         return removed
 
-    def forget(self, rows: Iterable[BlobRow]) -> None:
+    def forget(self, rows: Iterable[BlobRow], *, delete: bool = True) -> None:
         """Rows a metadata transaction deleted (a sweep): totals now, each file when it is free.
-        Called in the step the transaction returned in, so no request finds a file about to go."""
+        Called in the step the transaction returned in, so no request finds a file about to go.
+        `delete=False`: the objects stay for now (doomed in a shared bucket: deleted after a
+        grace period, upkeep/bucket_retention.py)."""
         for row in rows:
             self._ledger.removed(row.size)
-            self._leases.when_released(row.digest, partial(self.backend.delete, row.digest))
+            if delete:
+                self._leases.when_released(row.digest, partial(self.backend.delete, row.digest))
 
     async def flush_access_times(self) -> None:
         """Write the batched last-access times: one transaction, not one per hit."""

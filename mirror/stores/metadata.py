@@ -197,10 +197,12 @@ class Metadata(BlobRows):
             self._cache.add_link(key)
         return found
 
-    async def add_link(self, upstream: str, repo: str, digest: Digest) -> None:
+    async def add_link(self, upstream: str, repo: str, digest: Digest) -> bool:
+        """Record a link; False when it was known already (no write: this runs on every
+        revalidation)."""
         key = (upstream, repo, digest)
         if key in self._cache.links:
-            return  # already recorded: no write (this runs on every revalidation)
+            return False
 
         async def statements(db: aiosqlite.Connection) -> None:
             await db.execute(
@@ -210,6 +212,7 @@ class Metadata(BlobRows):
             self._cache.add_link(key)
 
         await self._remember(f"link {repo}@{digest}", statements)
+        return True
 
     # -- pulls ------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ READ_TIMEOUT = 60.0  # seconds the bucket may send nothing before a request coun
 CHECK_TIMEOUT = 5.0  # seconds for the readiness check's HEAD of the bucket
 
 
-def _missing(exc: ClientError) -> bool:
+def missing(exc: ClientError) -> bool:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 404 or exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
 
@@ -113,7 +113,9 @@ class S3Blobs:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            problem = f"bucket {bucket}: {status} {error.get('Code', '')}".strip()
+            # A HEAD's answer has no body: botocore then names the error by its status.
+            code = error.get("Code", "")
+            problem = f"bucket {bucket}: {status} {'' if code == str(status) else code}".strip()
             if status in (401, 403):
                 problem += " (check storage.s3 access_key and secret_key)"
             elif status == 404:
@@ -175,13 +177,17 @@ class S3Blobs:
             log.warning("aborted %d multipart uploads abandoned by a stopped replica", aborted)
         return aborted
 
+    async def settled(self) -> None:
+        """Wait for the deletes in flight."""
+        if self._deletes:
+            await asyncio.gather(*self._deletes, return_exceptions=True)
+
     async def close(self) -> None:
         if self._first_check is not None:
             self._first_check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_check
-        if self._deletes:
-            await asyncio.gather(*self._deletes, return_exceptions=True)
+        await self.settled()
         await self._exit.aclose()
         self._client = None
 
@@ -189,7 +195,7 @@ class S3Blobs:
         try:
             answer = await self.client.head_object(Bucket=self.config.bucket, Key=self.key(digest))
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 return None
             raise unavailable("HEAD", exc) from None
         except ERRORS as exc:
@@ -233,7 +239,7 @@ class S3Blobs:
                 Bucket=self.config.bucket, Key=self.key(digest), Range=f"bytes={start}-{end - 1}"
             )
         except ClientError as exc:
-            if _missing(exc):
+            if missing(exc):
                 raise BlobGone(str(digest)) from None
             raise unavailable("GET", exc) from None
         except ERRORS as exc:

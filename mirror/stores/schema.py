@@ -65,6 +65,14 @@ MIGRATIONS: tuple[str, ...] = (
     -- Purges, the catalog and retention look links up by digest.
     CREATE INDEX links_by_digest ON links (digest);
     """,
+    """
+    -- Objects retention removed from a shared bucket, deleted only once a grace period has
+    -- passed with no replica reporting a read of them (upkeep/bucket_retention.py).
+    CREATE TABLE doomed (
+        digest TEXT PRIMARY KEY,
+        since REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

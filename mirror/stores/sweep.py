@@ -19,21 +19,19 @@ Blob files follow the deleted rows through BlobKeeper.forget, once readers let g
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiosqlite
 
 from mirror.reference import Digest
-from mirror.stores.blob_rows import DELETE_BATCH
+from mirror.stores.graph import Query, closure, select_in
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.records import BlobRow
+from mirror.stores.shared_records import LinkKey, TagKey
+from mirror.stores.usage import Usage
 
-Query = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[Any]]]
-TagKey = tuple[str, str, str]  # (upstream, repo, tag)
-LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
 # Whether a link that stays keeps its digest: (upstream, repo, pulled_at) → bool.
 LinkRule = Callable[[str, str, float | None], bool]
 
@@ -45,6 +43,9 @@ class Swept:
     tags: int = 0
     manifests: tuple[str, ...] = ()
     blobs: tuple[BlobRow, ...] = ()
+    # The tags and links removed, for the bucket's records (a dry run names none).
+    tag_keys: tuple[TagKey, ...] = ()
+    link_keys: tuple[LinkKey, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -60,6 +61,7 @@ class Selection:
     seeds: set[str] = field(default_factory=set)  # held by those tags and links, or orphans
     explicit: set[str] = field(default_factory=set)
     link_keeps: LinkRule = lambda upstream, repo, pulled_at: False
+    kept: Callable[[str], bool] = lambda digest: False  # (retention) used by another replica
     read_since: float | None = None  # blobs read at or after this stay
 
     def starts(self) -> set[str]:
@@ -108,12 +110,22 @@ class Sweeper:
 
         return await self._sweep(select, dry_run)
 
-    async def unused(self, cutoff: float, pins: Pins) -> Swept:
+    async def unused(
+        self,
+        cutoff: float,
+        pins: Pins,
+        elsewhere: Usage | None = None,
+        doom_at: float | None = None,
+    ) -> Swept:
         """Retention: tags and by-digest pulls last pulled before `cutoff` (pins excepted),
-        and blobs no manifest references, read before it."""
+        and blobs no manifest references, read before it. `elsewhere`: what other replicas on
+        the bucket used (kept if since `cutoff`). `doom_at`: the blobs removed are recorded as
+        doomed (their objects deleted after a grace period), in the same transaction."""
+        others = elsewhere or Usage()
 
         async def select(db: aiosqlite.Connection) -> Selection:
             selection = Selection(read_since=cutoff)
+            selection.kept = lambda digest: others.digest_used(digest, cutoff)
             rows = await db.execute_fetchall(
                 "SELECT upstream, repo, tag, digest FROM tags"
                 " WHERE coalesce(pulled_at, fetched_at) < ? AND NOT locked",
@@ -128,12 +140,16 @@ class Sweeper:
             selection.tags = [
                 (u, r, t, d)
                 for u, r, t, d in rows
-                if not pins.tag(u, r, t) and (u, r, t) not in pulled_tags
+                if not pins.tag(u, r, t)
+                and (u, r, t) not in pulled_tags
+                and not others.tag_used((u, r, t), cutoff)
             ]
             selection.links = [
                 (u, r, d)
                 for u, r, d in rows_links
-                if not pins.repository(u, r) and (u, r, d) not in pulled_links
+                if not pins.repository(u, r)
+                and (u, r, d) not in pulled_links
+                and not others.digest_used(d, cutoff)
             ]
             selection.seeds = {link[2] for link in selection.links}
             orphans = await db.execute_fetchall(
@@ -152,7 +168,7 @@ class Sweeper:
             )
             return selection
 
-        return await self._sweep(select, dry_run=False)
+        return await self._sweep(select, dry_run=False, doom_at=doom_at)
 
     async def pinned(self, pins: Pins) -> set[Digest]:
         """Everything pinned and locked tags (and pinned repositories' by-digest pulls) reach:
@@ -168,7 +184,10 @@ class Sweeper:
         return {Digest.parse(digest) for digest in reached}
 
     async def _sweep(
-        self, select: Callable[[aiosqlite.Connection], Awaitable[Selection]], dry_run: bool
+        self,
+        select: Callable[[aiosqlite.Connection], Awaitable[Selection]],
+        dry_run: bool,
+        doom_at: float | None = None,
     ) -> Swept:
         async def statements(db: aiosqlite.Connection) -> Swept:
             selection = await select(db)
@@ -176,12 +195,23 @@ class Sweeper:
             removed = await doomed(query, selection)
             manifests = await select_in(query, "SELECT digest FROM manifests WHERE digest", removed)
             blobs = await select_in(query, "SELECT digest, size FROM blobs WHERE digest", removed)
+            tag_keys: tuple[TagKey, ...] = ()
+            link_keys: set[LinkKey] = set()
             if not dry_run:
+                tag_keys = tuple(row[:3] for row in selection.tags)
+                links = "SELECT upstream, repo, digest FROM links WHERE digest"
+                found = await select_in(query, links, removed)
+                link_keys = {*selection.links, *((str(u), str(r), str(d)) for u, r, d in found)}
+                if doom_at is not None:
+                    later = [(str(digest), doom_at) for digest, _ in blobs]
+                    await db.executemany("INSERT OR REPLACE INTO doomed VALUES (?, ?)", later)
                 await _delete(db, selection, removed)
             return Swept(
                 tags=len(selection.tags),
                 manifests=tuple(sorted(row[0] for row in manifests)),
                 blobs=tuple(BlobRow(Digest.parse(d), int(size)) for d, size in sorted(blobs)),
+                tag_keys=tag_keys,
+                link_keys=tuple(sorted(link_keys)),
             )
 
         return await self._metadata.purge(statements)
@@ -207,6 +237,7 @@ async def doomed(query: Query, selection: Selection) -> set[str]:
     for parent, child in await select_in(query, refs, candidates):
         if parent not in candidates:
             kept.add(child)
+    kept |= {digest for digest in candidates if selection.kept(digest)}
     if selection.read_since is not None:
         recent = "SELECT digest FROM blobs WHERE last_access >= ? AND digest"
         found = await select_in(query, recent, candidates, (selection.read_since,))
@@ -221,35 +252,6 @@ async def doomed(query: Query, selection: Selection) -> set[str]:
         survivors.add(digest)
         stack.extend(edges.get(digest, ()))
     return candidates - survivors
-
-
-async def closure(query: Query, roots: set[str]) -> tuple[set[str], dict[str, set[str]]]:
-    """`roots` and everything they reference, with the references (parent → children)."""
-    reached, edges = set(roots), dict[str, set[str]]()
-    frontier: list[str] = list(roots)
-    while frontier:
-        found = await select_in(query, "SELECT parent, child FROM refs WHERE parent", frontier)
-        frontier = []
-        for parent, child in found:
-            edges.setdefault(parent, set()).add(child)
-            if child not in reached:
-                reached.add(child)
-                frontier.append(child)
-    return reached, edges
-
-
-async def select_in(
-    query: Query, sql: str, keys: Iterable[str], args: tuple[Any, ...] = ()
-) -> list[Any]:
-    """`sql` (ending in the column; `args` for its other marks) IN keys, in batches under
-    SQLite's variable limit."""
-    ordered: list[str] = sorted(keys)
-    rows: list[Any] = []
-    for start in range(0, len(ordered), DELETE_BATCH):
-        batch = ordered[start : start + DELETE_BATCH]
-        marks = ", ".join("?" * len(batch))
-        rows.extend(await query(f"{sql} IN ({marks})", (*args, *batch)))
-    return rows
 
 
 async def _delete(db: aiosqlite.Connection, selection: Selection, removed: set[str]) -> None:

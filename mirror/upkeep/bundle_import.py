@@ -21,13 +21,12 @@ from typing import IO, Any
 
 from mirror.config import Config, UpstreamConfig
 from mirror.errors import DigestInvalid
-from mirror.manifest_refs import referenced_digests
 from mirror.reference import Digest
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.ledger import UsageLedger
-from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
+from mirror.stores.shared_index import SharedIndex
 from mirror.upkeep.bundle_staging import BundleRefused, Staged, stage_path, stage_tar
 from mirror.upkeep.lockfile import DOCKER_HUB, ImageRef, parse_image, parse_time
 
@@ -69,14 +68,16 @@ class ImportReport:
 class BundleImporter:
     def __init__(
         self,
-        metadata: Metadata,
+        index: SharedIndex,
         files: BlobFiles,
         keeper: BlobKeeper,
         ledger: UsageLedger,
         config: Config,
         clock: Callable[[], float],
     ) -> None:
-        self._metadata, self._files, self._keeper = metadata, files, keeper
+        # Through the shared index: with a bucket, every replica serves what was imported.
+        self._index, self._metadata = index, index.metadata
+        self._files, self._keeper = files, keeper
         self._ledger, self._config, self._clock = ledger, config, clock
 
     async def import_tar(self, source: IO[bytes] | io.RawIOBase) -> ImportReport:
@@ -223,10 +224,7 @@ class BundleImporter:
             repo = image.reference.repository
             for digest in sorted(image.reachable, key=str):
                 manifest = plan.manifests[digest]
-                references = referenced_digests(manifest.body)
-                await self._metadata.put_manifest(
-                    manifest, now, image.upstream.name, repo, references
-                )
+                await self._index.put_manifest(manifest, now, image.upstream.name, repo)
         for image in plan.images:
             report.images.append(str(image.reference))
             if image.reference.tag is not None:
@@ -247,7 +245,7 @@ class BundleImporter:
         row = TagRow(image.digest, image.media_type, image.resolved_at)
         # Locked: the site chose this image; retention and eviction leave it alone. Counted as
         # pulled on import, not at export time, for the catalog.
-        await self._metadata.put_tag(
+        await self._index.put_tag(
             upstream.name,
             repo,
             tag,

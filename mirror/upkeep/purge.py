@@ -8,8 +8,8 @@ from typing import Any
 from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_keeper import BlobKeeper
-from mirror.stores.metadata import Metadata
 from mirror.stores.records import BlobRow
+from mirror.stores.shared_index import SharedIndex
 from mirror.stores.sweep import Sweeper, Swept
 
 
@@ -55,12 +55,14 @@ class PurgeReport:
 class PurgeService:
     """Purges by image go through the Sweeper (stores/sweep.py: what only the purged content
     holds), blobs through the keeper: rows first, files once no reader holds them; a running
-    fill completes and stores its blob."""
+    fill completes and stores its blob. With a bucket, the records of what went (tags,
+    manifests, links) leave it too, so other replicas stop serving them (shared_index.py)."""
 
     def __init__(
-        self, metadata: Metadata, keeper: BlobKeeper, sweeper: Sweeper, metrics: Metrics
+        self, index: SharedIndex, keeper: BlobKeeper, sweeper: Sweeper, metrics: Metrics
     ) -> None:
-        self._metadata = metadata
+        self._index = index
+        self._metadata = index.metadata
         self._keeper = keeper
         self._sweeper = sweeper
         self._metrics = metrics
@@ -93,6 +95,7 @@ class PurgeService:
         rows = await self._metadata.blob_rows()
         forgotten = await self._metadata.forget_all(dry_run)
         if not dry_run:
+            self._index.forget_all()
             rows = await self._keeper.remove(row.digest for row in rows)
         blobs = _blobs_report(rows, dry_run)
         report = PurgeReport(forgotten.tags, forgotten.manifests, blobs.blobs, blobs.bytes, dry_run)
@@ -103,6 +106,7 @@ class PurgeService:
     def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
         if not dry_run:
             self._keeper.forget(swept.blobs)  # in the step the rows went: see forget
+            self._index.forget(swept.tag_keys, swept.link_keys, swept.manifests)
         report = PurgeReport.of(swept, dry_run)
         if not dry_run:
             self._count(report)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from mirror.metrics import Metrics
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.pins import Pins
+from mirror.stores.shared_index import SharedIndex
 from mirror.stores.sweep import Sweeper, Swept
+from mirror.upkeep.bucket_retention import BucketRetention
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +27,25 @@ class Retention:
         self,
         sweeper: Sweeper,
         keeper: BlobKeeper,
+        index: SharedIndex,
         pins: Pins,
         max_unused_age: float,
         clock: Callable[[], float],
         metrics: Metrics,
+        shared: BucketRetention | None = None,
     ) -> None:
         self._sweeper = sweeper
         self._keeper = keeper
+        self._index = index
         self._pins = pins
         self._max_age = max_unused_age
         self._clock = clock
         self._metrics = metrics
         self._interval = min(max_unused_age / 100, MAX_INTERVAL)
+        self._shared = shared
+        if shared is not None:
+            # Reports must reach the other replicas well within the grace period.
+            self._interval = min(self._interval, shared.grace / 3)
         self._last_run = -math.inf
 
     @property
@@ -50,9 +59,21 @@ class Retention:
         if not self.enabled or 0 <= now - self._last_run < self._interval:
             return Swept()
         self._last_run = now
-        swept = await self._sweeper.unused(now - self._max_age, self._pins)
-        # Same step as the transaction: files go once their readers let go (BlobKeeper.forget).
-        self._keeper.forget(swept.blobs)
+        cutoff = now - self._max_age
+        shared, elsewhere = self._shared, None
+        if shared is not None:
+            elsewhere = await shared.exchange(now, cutoff)
+            if elsewhere is None:
+                log.warning("retention waits: the other replicas' usage could not be read")
+                return Swept()
+        doom_at = None if shared is None else now
+        swept = await self._sweeper.unused(cutoff, self._pins, elsewhere, doom_at)
+        # Same step as the transaction: files go once their readers let go (BlobKeeper.forget);
+        # a shared bucket's objects after the grace period (delete_due).
+        self._keeper.forget(swept.blobs, delete=shared is None)
+        self._index.forget(swept.tag_keys, swept.link_keys, swept.manifests)
+        if shared is not None and elsewhere is not None:
+            await shared.delete_due(now, elsewhere, cutoff)
         self._metrics.removed(
             "age",
             tags=swept.tags,

@@ -49,7 +49,7 @@ async def import_bundle(request: web.Request) -> dict[str, Any]:
     mirror = request.app[MIRROR]
     stores = mirror.stores
     importer = BundleImporter(
-        stores.metadata, stores.files, stores.keeper, stores.ledger, mirror.config, mirror.clock
+        stores.index, stores.files, stores.keeper, stores.ledger, mirror.config, mirror.clock
     )
     try:
         report = await importer.import_tar(BodyReader(request.content, asyncio.get_running_loop()))

@@ -1,12 +1,17 @@
 """A TCP forwarder between two network namespaces, run as its own process.
 
-    python forward.py NETNS_PATH [LISTEN_ADDRESS:]LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
+    python forward.py [--tally FILE] NETNS_PATH \
+        [LISTEN_ADDRESS:]LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
 
 It listens on LISTEN_ADDRESS:LISTEN_PORT (127.0.0.1 unless given) *inside* the namespace at
 NETNS_PATH (a client sandbox that has only `lo`) and connects to TARGET_HOST:TARGET_PORT in its
 own (the host's) namespace. A socket keeps the namespace it was created in, so one process can
 hold both ends: it enters the sandbox only long enough to create the listening sockets. Prints
 "ready" once every socket listens.
+
+With `--tally FILE`, FILE holds {"connections": N, "up": BYTES, "down": BYTES} (up: from the
+sandbox to the target), rewritten *before* each chunk is passed on: once a client in the sandbox
+has its bytes, the file already counts them, with no wait for an idle connection to close.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
+import json
 import os
 import signal
 import socket
@@ -46,9 +53,30 @@ def listen_in(netns_path: str, addresses: list[tuple[str, int]]) -> list[socket.
         os.close(target)
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class Tally:
+    """Connections and bytes each way through the forwarder; written to `path` if given."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.counts = {"connections": 0, "up": 0, "down": 0}
+
+    def add(self, key: str, amount: int) -> None:
+        self.counts[key] += amount
+        if self.path is not None:
+            # Replaced through a rename: a reader sees the old counts or the new, never half.
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as file:
+                json.dump(self.counts, file)
+            os.replace(tmp, self.path)
+
+
+Count = Callable[[int], None]
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Count) -> None:
     try:
         while data := await reader.read(BUFFER):
+            count(len(data))  # before passing it on: see Tally
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -60,15 +88,18 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def handler(host: str, port: int) -> Handler:
+def handler(host: str, port: int, tally: Tally) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return
+        tally.add("connections", 1)
+        up = functools.partial(tally.add, "up")
+        down = functools.partial(tally.add, "down")
         try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer, up), pipe(up_reader, writer, down))
         finally:
             for w in (writer, up_writer):
                 w.close()
@@ -78,7 +109,7 @@ def handler(host: str, port: int) -> Handler:
     return handle
 
 
-async def main(netns_path: str, specs: list[str]) -> None:
+async def main(netns_path: str, specs: list[str], tally: Tally) -> None:
     routes: list[tuple[tuple[str, int], str, int]] = []
     for spec in specs:
         *listen, host, port = spec.split(":")
@@ -86,7 +117,7 @@ async def main(netns_path: str, specs: list[str]) -> None:
         routes.append(((address, int(listen[-1])), host, int(port)))
     sockets = listen_in(netns_path, [r[0] for r in routes])
     servers = [
-        await asyncio.start_server(handler(host, port), sock=sock)
+        await asyncio.start_server(handler(host, port, tally), sock=sock)
         for sock, (_, host, port) in zip(sockets, routes, strict=True)
     ]
     stop = asyncio.Event()
@@ -100,4 +131,8 @@ async def main(netns_path: str, specs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2:]))
+    args = sys.argv[1:]
+    tally_path = None
+    if args[:1] == ["--tally"]:
+        tally_path, args = args[1], args[2:]
+    asyncio.run(main(args[0], args[1:], Tally(tally_path)))

@@ -125,14 +125,19 @@ class Sandbox:
         leads nowhere else): for a client that treats 127.0.0.0/8 differently."""
         self.run("ip", "addr", "add", f"{address}/32", "dev", "lo")
 
-    def forward(self, port: int, target: str, *, address: str = "127.0.0.1") -> None:
-        """Listen on address:port in the sandbox; connect to target (host:port) outside it."""
+    def forward(
+        self, port: int, target: str, *, address: str = "127.0.0.1", tally: Path | None = None
+    ) -> None:
+        """Listen on address:port in the sandbox; connect to target (host:port) outside it.
+
+        With `tally`, that file counts the connections and the bytes each way (forward.py)."""
         host, target_port = target.rsplit(":", 1)
         log = self.log_dir / f"forward-{address}-{port}.log"
         spec = f"{address}:{port}:{host}:{target_port}"
+        counting = ["--tally", str(tally)] if tally is not None else []
         with open(log, "ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(FORWARD_SCRIPT), self.path, spec],
+                [sys.executable, str(FORWARD_SCRIPT), *counting, self.path, spec],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,

@@ -14,7 +14,7 @@ import pytest
 from support.images import SKOPEO_SET, Image
 from support.mirror_process import MirrorProcess, MirrorProcesses, process_config
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 from support.skopeo import Skopeo
 
 
@@ -91,7 +91,7 @@ StartReplica = Callable[..., MirrorProcess]
 
 
 @pytest.fixture
-def bucket(seaweedfs: SeaweedFS) -> str:
+def bucket(seaweedfs: S3Server) -> str:
     """A fresh bucket per test: replicas of one test share it, tests do not."""
     name = f"mirror-{uuid.uuid4().hex[:12]}"
     seaweedfs.create_bucket(name)
@@ -101,7 +101,7 @@ def bucket(seaweedfs: SeaweedFS) -> str:
 @pytest.fixture
 def replica(
     registry: Registry,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     mirror_processes: MirrorProcesses,
     tmp_path: Path,

@@ -19,7 +19,7 @@ from support.images import Image
 from support.mirror_process import MirrorProcess
 from support.poll import wait_until
 from support.registry import Registry
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 from support.skopeo import Skopeo
 
 from .conftest import S3_ADMIN_TOKEN, DirectPulls, PullSpec, StartReplica
@@ -65,7 +65,7 @@ def test_pulls_cold_and_warm_from_the_bucket(
     redirect: bool,
     images: dict[str, Image],
     registry: Registry,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     replica: StartReplica,
     puller: Puller,
@@ -127,12 +127,31 @@ def test_second_replica_serves_the_bucket_without_upstream_blob_gets(
     assert not local_blob_files(second)
 
 
+def test_a_new_replica_pulls_every_image_with_the_first_and_the_upstream_stopped(
+    images: dict[str, Image], upstream: Registry, replica: StartReplica, puller: Puller
+) -> None:
+    """The bucket is the truth: tag records, manifests and links are there beside the blobs,
+    so a replica that never saw an image (or lost its disk) serves every cached one with the
+    upstream unreachable and the replica that fetched it gone."""
+    specs = [spec for name in NAMES for spec in pull_specs(images[name])]
+    puller.prepare(specs)
+    first = replica()
+    for spec in specs:
+        puller.check(first, spec, "cold pull through the first replica")
+    first.stop()
+    upstream.stop()
+    fresh = replica()
+    for spec in specs:
+        puller.check(fresh, spec, "pull through a new replica, the upstream stopped")
+    assert not local_blob_files(fresh)
+
+
 @pytest.mark.parametrize("redirect", [False, True], ids=["stream", "redirect"])
 def test_purge_through_one_replica_is_a_miss_on_the_other(
     redirect: bool,
     images: dict[str, Image],
     registry: Registry,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     replica: StartReplica,
     puller: Puller,

@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeHub
 from support.mirror_process import MirrorProcesses, process_config
 from support.poll import eventually, wait_until
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 REPO = "library/s3"
 MIB = 1024 * 1024
@@ -25,7 +25,7 @@ MIB = 1024 * 1024
 @pytest.mark.server_errors_expected
 async def test_a_replica_killed_mid_fill_leaves_no_object_and_its_upload_is_aborted(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     mirror_processes: MirrorProcesses,
     session: aiohttp.ClientSession,
     tmp_path: Path,

@@ -42,6 +42,7 @@ def test_s3_section_with_secrets_in_files(tmp_path: Path) -> None:
     )
     assert (s3.access_key, s3.secret_key, s3.redirect) == ("AKIA-TEST", "s3cr3t", True)
     assert s3.redirect_memo == 0  # every redirect asks the bucket first unless told otherwise
+    assert s3.delete_grace == 900.0  # 15 minutes
     assert "s3cr3t" not in repr(storage)
 
 
@@ -73,6 +74,14 @@ def test_redirect_memo_is_a_short_duration() -> None:
         (
             {"backend": "s3", "s3": {"bucket": "mirror", "endpoint": "http://k:s@127.0.0.1:1"}},
             "no credentials in the URL",
+        ),
+        (
+            {"backend": "s3", "s3": {"bucket": "mirror", "delete_grace": "0s"}},
+            "storage.s3.delete_grace: must be more than 0",
+        ),
+        (
+            {"backend": "s3", "flush_interval": "5m", "s3": {"bucket": "mirror"}},
+            "storage.s3.delete_grace: must be more than 3 times storage.flush_interval",
         ),
     ],
 )

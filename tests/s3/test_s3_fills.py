@@ -1,11 +1,10 @@
-"""Fills with the S3 backend, against the fake hub (which can lie) and a real SeaweedFS bucket:
-only verified bytes ever become an object, large blobs go up as multipart uploads, and hits
-come back from the bucket with Range."""
+"""Fills with the S3 backend, against the fake hub (which can lie) and a real S3 server
+(SeaweedFS, or Ceph RGW with `make test-ceph`): only verified bytes ever become an object,
+large blobs go up as multipart uploads, and hits come back from the bucket with Range."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import aiohttp
@@ -14,37 +13,26 @@ from fakes import FakeHub
 from fakes.client import MakeMirror, read_or_none
 from fakes.ops import metric_value, scrape
 from support.poll import eventually
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
+
+from .conftest import KEY_PREFIX
 
 REPO = "library/s3"
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def bucket(seaweedfs: SeaweedFS, mirror_config: dict[str, Any]) -> str:
-    """A fresh bucket, and the mirrors of this test made with the S3 backend on it."""
-    name = f"fills-{uuid.uuid4().hex[:12]}"
-    seaweedfs.create_bucket(name)
-    mirror_config["storage"]["backend"] = "s3"
-    mirror_config["storage"]["s3"] = {
-        "endpoint": seaweedfs.endpoint,
-        "bucket": name,
-        "prefix": "team-a",
-        "access_key": seaweedfs.access_key,
-        "secret_key": seaweedfs.secret_key,
-    }
-    return name
+BLOBS = (
+    f"{KEY_PREFIX}blobs/"  # the keys of blobs (tag records, manifests and links are beside them)
+)
 
 
 def key(digest: str) -> str:
-    return f"team-a/blobs/sha256/{digest.split(':', 1)[1]}"
+    return f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
 
 
 @pytest.mark.parametrize("size", [3 * MIB, 20 * MIB], ids=["one-put", "multipart"])
 async def test_flipped_bytes_leave_nothing_in_the_bucket(
     size: int,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -54,7 +42,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     hub.faults.blob_wrong_bytes = True
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert await read_or_none(resp) is None, "a client got a whole body of wrong bytes"
-    assert seaweedfs.objects(bucket) == {}, "unverified bytes reached the bucket"
+    assert seaweedfs.objects(bucket, BLOBS) == {}, "unverified bytes reached the bucket"
     # Parts of a large blob went up during the download; the abort follows the clients' cut.
     await eventually(
         lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
@@ -64,12 +52,12 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     hub.faults.blob_wrong_bytes = False
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert resp.status == 200 and len(await resp.read()) == size
-    assert seaweedfs.objects(bucket) == {key(digest): size}
+    assert seaweedfs.objects(bucket, BLOBS) == {key(digest): size}
 
 
 async def test_large_blob_round_trip_with_ranges(
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -82,7 +70,7 @@ async def test_large_blob_round_trip_with_ranges(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:
         assert (resp.headers["X-Cache"], await resp.read()) == ("miss", data)
-    assert seaweedfs.objects(bucket) == {key(digest): len(data)}
+    assert seaweedfs.objects(bucket, BLOBS) == {key(digest): len(data)}
     assert seaweedfs.uploads(bucket) == []
     async with session.get(url) as resp:
         assert (resp.headers["X-Cache"], await resp.read()) == ("hit", data)
@@ -142,7 +130,7 @@ async def test_replica_with_an_empty_folder_needs_no_upstream(
 async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
     wrong_bytes: bool,
     hub: FakeHub,
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     bucket: str,
     make_mirror: MakeMirror,
     session: aiohttp.ClientSession,
@@ -166,7 +154,8 @@ async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
         lambda: asyncio.to_thread(seaweedfs.uploads, bucket),
         what="a multipart upload began while the download was held",
     )
-    assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}, "visible before verified"
+    visible = await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS)
+    assert visible == {}, "visible before verified"
     gate.set()
     body = await client
     if wrong_bytes:
@@ -175,8 +164,8 @@ async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
             lambda: asyncio.to_thread(lambda: seaweedfs.uploads(bucket) == []),
             what="the upload of unverified bytes was aborted",
         )
-        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {}
+        assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {}
     else:
         assert body == data
-        assert await asyncio.to_thread(seaweedfs.objects, bucket) == {key(digest): len(data)}
+        assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {key(digest): len(data)}
         assert await asyncio.to_thread(seaweedfs.uploads, bucket) == []

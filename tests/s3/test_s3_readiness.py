@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support.mirror_process import MirrorProcesses, process_config
 from support.poll import wait_until
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 
 def readyz(url: str) -> tuple[int, Any]:
@@ -27,13 +27,13 @@ def readyz(url: str) -> tuple[int, Any]:
 @pytest.mark.parametrize(
     ("secret_key", "bucket_made", "cause"),
     [
-        ("not-the-secret", True, "403"),
-        (None, False, "404"),
+        ("not-the-secret", True, ": 403 (check storage.s3 access_key and secret_key)"),
+        (None, False, ": 404 (no such bucket"),
     ],
     ids=["wrong-secret", "no-bucket"],
 )
 def test_a_bucket_that_refuses_the_replica_is_one_error_line_and_readyz_503(
-    seaweedfs: SeaweedFS,
+    seaweedfs: S3Server,
     mirror_processes: MirrorProcesses,
     tmp_path: Path,
     secret_key: str | None,

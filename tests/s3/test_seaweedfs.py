@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from support.seaweedfs import SeaweedFS
+from support.s3server import S3Server
 
 
-def test_plain_client_round_trip_with_range(seaweedfs: SeaweedFS) -> None:
+def test_plain_client_round_trip_with_range(seaweedfs: S3Server) -> None:
     bucket = f"check-{uuid.uuid4().hex[:8]}"
     seaweedfs.create_bucket(bucket)
     client = seaweedfs.client()
@@ -20,7 +20,7 @@ def test_plain_client_round_trip_with_range(seaweedfs: SeaweedFS) -> None:
     assert seaweedfs.objects(bucket) == {"a/b": 10}
 
 
-def test_signatures_are_checked(seaweedfs: SeaweedFS) -> None:
+def test_signatures_are_checked(seaweedfs: S3Server) -> None:
     """A wrong secret is refused: this server can stand in for a real one."""
     with pytest.raises(ClientError) as caught:
         seaweedfs.client(secret_key="not-the-secret").list_buckets()

@@ -14,19 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .poll import wait_until
 from .procs import free_port, in_ci, terminate
+from .s3server import BucketChecks
 
 START_TIMEOUT = 30.0
 ACCESS_KEY = "mirror-tests"
 SECRET_KEY = "mirror-tests-secret-key"
-REGION = "us-east-1"
 
 # Every listener `weed mini` opens, each given a free port (the defaults are fixed numbers).
 _PORT_FLAGS = (
@@ -55,7 +52,7 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-class SeaweedFS:
+class SeaweedFS(BucketChecks):
     """`weed mini` on 127.0.0.1 with a data folder under `root`; S3 at `endpoint`."""
 
     def __init__(self, root: Path) -> None:
@@ -74,24 +71,13 @@ class SeaweedFS:
         self.s3_port = free_port()
         self.access_key = ACCESS_KEY
         self.secret_key = SECRET_KEY
+        self.startup_seconds = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self.data.mkdir(parents=True, exist_ok=True)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
-
-    def client(self, *, secret_key: str | None = None) -> Any:
-        """A plain (blocking) botocore S3 client: what the tests check the bucket with."""
-        session = botocore.session.get_session()
-        return session.create_client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=secret_key or self.secret_key,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
-        )
 
     def start(self) -> None:
         ports = [f"-{flag}={free_port()}" for flag in _PORT_FLAGS]
@@ -148,20 +134,3 @@ class SeaweedFS:
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def create_bucket(self, name: str) -> None:
-        self.client().create_bucket(Bucket=name)
-
-    def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
-        """Every object under `prefix`, key → size."""
-        found: dict[str, int] = {}
-        paginator = self.client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                found[item["Key"]] = int(item["Size"])
-        return found
-
-    def uploads(self, bucket: str) -> list[str]:
-        """Keys of multipart uploads begun and neither completed nor aborted."""
-        answer = self.client().list_multipart_uploads(Bucket=bucket)
-        return [str(upload["Key"]) for upload in answer.get("Uploads", [])]

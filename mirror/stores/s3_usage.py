@@ -1,0 +1,141 @@
+"""Usage reports in the bucket: `{prefix}usage/<replica>.json`, one per replica, rewritten at
+each of its retention runs, read by every other before it removes anything.
+
+A replica is named by a random id kept in its data folder (`replica-id`): a replica that
+restarts on its folder goes on with its report; one on a fresh folder (a new pod with an
+`emptyDir`) starts a new one, and the old report is removed once everything in it has aged
+past `max_unused_age` (it can keep nothing by then).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mirror.stores.s3_blobs import S3Blobs
+from mirror.stores.s3_parts import ERRORS
+from mirror.stores.usage import Usage
+
+log = logging.getLogger(__name__)
+
+ID_FILE = "replica-id"
+_ID = re.compile(r"[0-9a-f]{32}")  # what replica_id makes; anything else is made anew
+MAX_REPORT_BYTES = 256 * 1024 * 1024  # far above any real report; a planted giant is refused
+
+
+def replica_id(folder: Path) -> str:
+    """This data folder's replica id, made at its first use."""
+    path = folder / ID_FILE
+    try:
+        found = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        found = ""
+    if _ID.fullmatch(found):
+        return found
+    made = uuid.uuid4().hex
+    temp = folder / f"{ID_FILE}.tmp"
+    temp.write_text(made + "\n", encoding="ascii")
+    os.replace(temp, path)  # the folder is locked: no other process writes it meanwhile
+    return made
+
+
+class S3UsageBoard:
+    def __init__(self, blobs: S3Blobs, folder: Path) -> None:
+        self._blobs = blobs
+        self._folder = folder
+        self._replica: str | None = None
+        self._folder_prefix = f"{blobs.config.prefix}usage/"
+
+    @property
+    def replica(self) -> str:
+        if self._replica is None:
+            self._replica = replica_id(self._folder)
+        return self._replica
+
+    def _key(self, replica: str) -> str:
+        return f"{self._folder_prefix}{replica}.json"
+
+    async def publish(self, usage: Usage, now: float) -> bool:
+        """Write this replica's report; False (logged) when the bucket did not take it."""
+        document = {"replica": self.replica, "written_at": now, **usage.as_json()}
+        try:
+            await self._blobs.client.put_object(
+                Bucket=self._blobs.config.bucket,
+                Key=self._key(self.replica),
+                Body=json.dumps(document).encode(),
+                ContentType="application/json",
+            )
+        except ERRORS as exc:
+            log.warning("could not publish this replica's usage to the bucket: %s", exc)
+            return False
+        return True
+
+    async def others(self, now: float, stale_before: float) -> Usage | None:
+        """Every other replica's usage, merged; None when the bucket could not be read whole
+        (retention then waits: it never removes on part of the picture). Reports written
+        before `stale_before` are removed: nothing in them can keep anything."""
+        merged = Usage()
+        client = self._blobs.client
+        bucket = self._blobs.config.bucket
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=self._folder_prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    if key == self._key(self.replica):
+                        continue
+                    report = await self._read(key)
+                    if report is None:
+                        continue
+                    written_at, usage = report
+                    if written_at < stale_before:
+                        await self._remove_stale(key)
+                        continue
+                    merged.merge(usage)
+        except ERRORS as exc:
+            log.warning("could not read the replicas' usage from the bucket: %s", exc)
+            return None
+        return merged
+
+    async def _read(self, key: str) -> tuple[float, Usage] | None:
+        """A report, or None when it is gone meanwhile or does not parse (logged: a report
+        that lies can only make retention keep or remove what it would anyway by age)."""
+        try:
+            answer: Any = await self._blobs.client.get_object(
+                Bucket=self._blobs.config.bucket, Key=key
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        body = answer["Body"]
+        try:
+            if int(answer.get("ContentLength") or 0) > MAX_REPORT_BYTES:
+                log.warning("ignoring usage report %s: larger than %d bytes", key, MAX_REPORT_BYTES)
+                return None
+            data = await body.read()
+        finally:
+            body.close()
+        try:
+            document = json.loads(data)
+            written_at = float(document["written_at"])
+            if not math.isfinite(written_at):
+                raise ValueError("written_at is not a time")
+            return written_at, Usage.from_json(document)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring usage report %s: %s", key, exc)
+            return None
+
+    async def _remove_stale(self, key: str) -> None:
+        try:
+            await self._blobs.client.delete_object(Bucket=self._blobs.config.bucket, Key=key)
+        except ERRORS as exc:
+            log.warning("could not remove the stale usage report %s: %s", key, exc)

@@ -1,0 +1,164 @@
+"""This replica's index with the bucket's records behind it.
+
+Reads look in the local index (SQLite and its read cache) first and ask the bucket only on a
+local miss, adopting what they find there, so a hit never waits for the bucket. Writes go to
+both: the local index, then the bucket, so a replica that never saw an image can serve it
+from what another one recorded. With the filesystem backend (`LocalOnly` records) this is the
+local index and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from mirror.manifest_refs import referenced_digests
+from mirror.reference import Digest
+from mirror.stores.metadata import Metadata
+from mirror.stores.records import StoredManifest, TagRow
+from mirror.stores.shared_records import LinkKey, SharedRecords, TagKey
+
+
+class SharedIndex:
+    def __init__(self, metadata: Metadata, records: SharedRecords) -> None:
+        self.metadata = metadata
+        self.records = records
+        # Bucket lookups of links in flight: a storm of clients asks the bucket once.
+        self._link_lookups: dict[tuple[str, str, Digest], asyncio.Task[bool]] = {}
+
+    @property
+    def shared(self) -> bool:
+        return self.records.shared
+
+    # -- links ------------------------------------------------------------------------------
+
+    async def has_link(self, upstream: str, repo: str, digest: Digest) -> bool:
+        """Known here, or recorded in the bucket by a replica the upstream vouched to (then
+        known here from now on)."""
+        if await self.metadata.has_link(upstream, repo, digest):
+            return True
+        if not self.shared:
+            return False
+        key = (upstream, repo, digest)
+        lookup = self._link_lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.create_task(self._bucket_link(upstream, repo, digest))
+            self._link_lookups[key] = lookup
+            lookup.add_done_callback(lambda _: self._link_lookups.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    async def _bucket_link(self, upstream: str, repo: str, digest: Digest) -> bool:
+        if not await self.records.has_link(upstream, repo, digest):
+            return False
+        await self.metadata.add_link(upstream, repo, digest)
+        return True
+
+    async def add_link(self, upstream: str, repo: str, digest: Digest) -> None:
+        """The upstream just vouched that repo holds digest."""
+        if await self.metadata.add_link(upstream, repo, digest) and self.shared:
+            await self.records.put_links(upstream, repo, [digest])
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def shared_manifest(self, digest: Digest) -> StoredManifest | None:
+        """A manifest another replica stored (bytes checked against the digest)."""
+        return await self.records.get_manifest(digest) if self.shared else None
+
+    async def put_manifest(
+        self,
+        manifest: StoredManifest,
+        now: float,
+        upstream: str,
+        repo: str,
+        *,
+        publish: bool = True,
+    ) -> None:
+        """Index a verified manifest, what it references and their links to the repository;
+        `publish`: record them in the bucket too (not when they were just read from it)."""
+        children = referenced_digests(manifest.body)
+        await self.metadata.put_manifest(manifest, now, upstream, repo, children)
+        if publish and self.shared:
+            # Together: the manifest and its links are there before any tag record names it.
+            await asyncio.gather(
+                self.records.put_manifest(manifest),
+                self.records.put_links(upstream, repo, [manifest.digest, *children]),
+            )
+
+    async def republish(self, manifest: StoredManifest, upstream: str, repo: str) -> None:
+        """Record a manifest known here in the bucket again, if it is missing there."""
+        if self.shared and not await self.records.has_manifest(manifest.digest):
+            children = referenced_digests(manifest.body)
+            await asyncio.gather(
+                self.records.put_manifest(manifest),
+                self.records.put_links(upstream, repo, [manifest.digest, *children]),
+            )
+
+    # -- tags -------------------------------------------------------------------------------
+
+    async def adopt_tag(
+        self,
+        upstream: str,
+        repo: str,
+        tag: str,
+        row: TagRow | None,
+        last_known: StoredManifest | None,
+        ttl: float,
+        now: float,
+    ) -> StoredManifest | None:
+        """The bucket's record of a tag stale or unknown here (`row`, its manifest
+        `last_known`). Newer than the row: indexed here with its manifest, to be served while
+        fresh without the upstream. Gone from the bucket while known here: purged through
+        another replica, so no longer served stale (the caller resolves it upstream). Returns
+        what may be served from now on, fresh or stale."""
+        record = await self.records.get_tag(upstream, repo, tag) if self.shared else None
+        if record is None:
+            return None if row is not None and self.shared else last_known
+        if row is not None and last_known is not None and record.resolved_at <= row.resolved_at:
+            return last_known
+        manifest = await self.metadata.get_manifest(record.digest)
+        if manifest is None:
+            manifest = await self.records.get_manifest(record.digest)
+            if manifest is None or manifest.media_type != record.media_type:
+                return last_known  # the record outlived its manifest: resolve upstream
+            await self.put_manifest(manifest, now, upstream, repo, publish=False)
+        await self.put_tag(upstream, repo, tag, record, ttl, publish=False)
+        return manifest
+
+    async def known_tags(self, upstream: str, repo: str) -> list[str]:
+        """The tags this replica indexed, and those any replica recorded in the bucket."""
+        tags = set(await self.metadata.list_tags(upstream, repo))
+        if self.shared:
+            tags.update(await self.records.list_tags(upstream, repo))
+        return sorted(tags)
+
+    async def put_tag(
+        self,
+        upstream: str,
+        repo: str,
+        tag: str,
+        row: TagRow,
+        ttl: float,
+        *,
+        locked: bool = False,
+        pulled_at: float | None = None,
+        publish: bool = True,
+    ) -> None:
+        await self.metadata.put_tag(
+            upstream, repo, tag, row, ttl, locked=locked, pulled_at=pulled_at
+        )
+        if publish and self.shared:
+            await self.records.put_tag(upstream, repo, tag, row)
+
+    # -- removals ---------------------------------------------------------------------------
+
+    def forget(
+        self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
+    ) -> None:
+        """What a purge or retention removed from the index leaves the bucket too."""
+        if self.shared:
+            self.records.forget(tags, links, manifests)
+
+    def forget_all(self) -> None:
+        if self.shared:
+            self.records.forget_all()
