@@ -5,9 +5,12 @@
 
 Starts SeaweedFS (the tests' fixture) and mirror processes on free 127.0.0.1 ports in front of
 `--upstream` (a registry that holds the blob: shared/perf's setup.sh pushes a 256 MiB one), and
-fetches the blob with curl: cold (a fresh data folder and, for S3, a fresh bucket, each run) and
-warm (best of --runs); the bucket read directly (curl on a presigned URL); and, with
-redirect = true, how long the mirror takes to answer its 307 (median of 50).
+fetches the blob with curl. Each of --rounds rounds starts a fresh mirror per backend (a fresh
+data folder and, for S3, a fresh bucket) in turn: its cold fetch, then --runs warm fetches (for
+the streamed S3 mirror each one after a direct read of the same object, curl on a presigned URL);
+with redirect = true, also 50 times its 307 and a HEAD answered from the index, alternating.
+Printed: best and median per figure, and the ratios of the performance targets, each between
+figures taken in the same rounds (the machine is shared: compare ratios, not absolute figures).
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class Bench:
         self.root = root
         self.s3 = s3
         self.count = 0
+        # label -> every figure measured under it, over all rounds
+        self.figures: dict[str, list[float]] = {}
+
+    def note(self, label: str, value: float) -> None:
+        self.figures.setdefault(label, []).append(value)
 
     def mirror(self, backend: str, redirect: bool = False) -> MirrorProcess:
         self.count += 1
@@ -71,6 +79,8 @@ class Bench:
                 "secret_key": self.s3.secret_key,
                 "redirect": redirect,
             }
+            if redirect and self.args.redirect_memo is not None:
+                config["storage.s3"]["redirect_memo"] = self.args.redirect_memo
         mirror = MirrorProcess(folder, config)
         mirror.start()
         return mirror
@@ -78,45 +88,74 @@ class Bench:
     def url(self, mirror: MirrorProcess) -> str:
         return f"{mirror.url}/v2/{self.args.repo}/blobs/{self.args.digest}"
 
-    def cold_and_warm(self, label: str, backend: str, redirect: bool = False) -> None:
-        colds, warms = [], []
-        for _ in range(self.args.runs):
-            mirror = self.mirror(backend, redirect)
-            try:
-                seconds, size, _ = curl(self.url(mirror), "-L")
-                colds.append(size / seconds / MB)
-                for _ in range(self.args.runs):
-                    seconds, size, _ = curl(self.url(mirror), "-L")
-                    warms.append(size / seconds / MB)
-                if redirect:
-                    self.redirect_latency(mirror)
-                if backend == "s3" and not redirect:
-                    self.direct(mirror)
-            finally:
-                mirror.stop()
-        print(f"{label:<28} cold {max(colds):7.0f} MB/s   warm {max(warms):7.0f} MB/s")
+    def speed(self, url: str, *extra: str) -> float:
+        seconds, size, status = curl(url, *extra)
+        assert status == 200, f"{url}: {status}"
+        return size / seconds / MB
 
-    def redirect_latency(self, mirror: MirrorProcess) -> None:
-        """The 307 (a HEAD of the object, a presigned URL) against a HEAD of the blob, which the
-        mirror answers from its index alone: the difference is what redirecting adds."""
-        url = self.url(mirror)
-        redirects = [curl(url)[0] * 1000 for _ in range(50)]
-        heads = [curl(url, "-I")[0] * 1000 for _ in range(50)]
-        assert curl(url)[2] == 307
-        print(
-            f"{'  307 answer':<28} median {statistics.median(redirects):.2f} ms"
-            f" (HEAD from the index: {statistics.median(heads):.2f} ms)"
-        )
+    def round(self, backend: str, redirect: bool = False) -> None:
+        """One fresh mirror: its cold fetch, then warm fetches (for a streamed S3 mirror,
+        alternating with direct reads of the same object, so both see the same noise)."""
+        kind = "filesystem" if backend == "filesystem" else "redirect" if redirect else "s3"
+        mirror = self.mirror(backend, redirect)
+        try:
+            url = self.url(mirror)
+            self.note(f"{kind} cold", self.speed(url, "-L"))
+            direct = self.direct_url(mirror) if kind == "s3" else None
+            for _ in range(self.args.runs):
+                if direct is not None:
+                    self.note("bucket direct", self.speed(direct))
+                self.note(f"{kind} warm", self.speed(url, "-L"))
+            if redirect:
+                self.redirect_latency(url)
+        finally:
+            mirror.stop()
 
-    def direct(self, mirror: MirrorProcess) -> None:
-        """The same object read straight from the bucket (curl on a presigned URL)."""
+    def redirect_latency(self, url: str) -> None:
+        """The 307 (a presigned URL of the object) against a HEAD of the blob, which the
+        mirror answers from its index alone, alternating: the difference is what redirecting
+        adds."""
+        redirects, heads = [], []
+        for _ in range(50):
+            seconds, _, status = curl(url)
+            assert status == 307, status
+            redirects.append(seconds * 1000)
+            heads.append(curl(url, "-I")[0] * 1000)
+        self.note("307 ms", statistics.median(redirects))
+        self.note("HEAD ms", statistics.median(heads))
+
+    def direct_url(self, mirror: MirrorProcess) -> str:
+        """The same object straight from the bucket (curl on a presigned URL)."""
         bucket = mirror.config["storage.s3"]["bucket"]
         key = f"blobs/sha256/{self.args.digest.split(':', 1)[1]}"
-        url = self.s3.client().generate_presigned_url(
+        url: str = self.s3.client().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
         )
-        best = max(size / seconds / MB for seconds, size, _ in (curl(url) for _ in range(3)))
-        print(f"{'  bucket read directly':<28} {best:7.0f} MB/s")
+        return url
+
+    def report(self) -> None:
+        """Per label: best and median; then the ratios the performance targets are about,
+        each between figures of the same rounds."""
+        for label, values in self.figures.items():
+            unit = "ms" if label.endswith("ms") else "MB/s"
+            print(
+                f"{label:<20} best {max(values) if unit == 'MB/s' else min(values):8.1f}"
+                f"  median {statistics.median(values):8.1f} {unit}  (n={len(values)})"
+            )
+        f = {label: statistics.median(values) for label, values in self.figures.items()}
+        best = {label: max(values) for label, values in self.figures.items()}
+        if "s3 warm" in f and "bucket direct" in f:
+            print(
+                f"s3 warm / direct: best {best['s3 warm'] / best['bucket direct']:.2f}x,"
+                f" median {f['s3 warm'] / f['bucket direct']:.2f}x"
+            )
+        if "s3 cold" in f and "filesystem cold" in f:
+            print(
+                f"s3 cold / filesystem cold: best {best['s3 cold'] / best['filesystem cold']:.2f}x,"
+                f" median {f['s3 cold'] / f['filesystem cold']:.2f}x"
+            )
+        if "307 ms" in f:
+            print(f"307 adds (median 307 - median HEAD): {f['307 ms'] - f['HEAD ms']:.2f} ms")
 
 
 def main() -> None:
@@ -124,8 +163,12 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--digest", required=True)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=["filesystem", "s3", "redirect"])
+    parser.add_argument("--runs", type=int, default=3, help="warm fetches per round")
+    parser.add_argument("--redirect-memo", help='storage.s3.redirect_memo, e.g. "5s"')
+    parser.add_argument("--rounds", type=int, default=3, help="fresh mirrors per backend")
+    parser.add_argument(
+        "--only", action="append", choices=["filesystem", "s3", "redirect"], help="repeatable"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -133,12 +176,15 @@ def main() -> None:
         s3.start()
         try:
             bench = Bench(args, root, s3)
-            if args.only in (None, "filesystem"):
-                bench.cold_and_warm("filesystem", "filesystem")
-            if args.only in (None, "s3"):
-                bench.cold_and_warm("s3, streamed", "s3")
-            if args.only in (None, "redirect"):
-                bench.cold_and_warm("s3, redirect (curl -L)", "s3", redirect=True)
+            # Rounds alternate the backends, so a noisy moment hits each of them alike.
+            for _ in range(args.rounds):
+                if not args.only or "filesystem" in args.only:
+                    bench.round("filesystem")
+                if not args.only or "s3" in args.only:
+                    bench.round("s3")
+                if not args.only or "redirect" in args.only:
+                    bench.round("s3", redirect=True)
+            bench.report()
         finally:
             s3.stop()
 

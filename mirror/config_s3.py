@@ -13,6 +13,7 @@ from mirror.units import parse_duration
 
 BACKENDS = ("filesystem", "s3")
 DEFAULT_REGION = "us-east-1"
+MAX_REDIRECT_MEMO = 60.0
 # S3's own bucket-name rule (3-63 of lowercase letters, digits, dots and hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -29,6 +30,9 @@ class S3Config:
     secret_key: str | None = field(default=None, repr=False)
     redirect: bool = False  # blob hits answer 307 to a presigned URL of the object
     presign_ttl: float = 300.0  # how long a presigned URL is valid; checked when a GET starts
+    # How long an object seen in the bucket is redirected to without another HEAD (0: always
+    # ask). A window in which another replica's delete sends clients to a 404 (stores/s3_seen).
+    redirect_memo: float = 0.0
     # A multipart upload begun this long ago is a fill whose replica died: the janitor aborts
     # it (longer than any download takes; replicas sharing a bucket cannot tell each other's).
     abandoned_after: float = 86400.0
@@ -47,6 +51,7 @@ def parse_s3(section: Section) -> S3Config:
     secret_key = secret(section, "secret_key")
     redirect = section.take_bool("redirect", defaults.redirect)
     ttl = section.take("presign_ttl")
+    memo = section.take("redirect_memo")
     abandoned = section.take("abandoned_after")
     grace = section.take("delete_grace")
     section.finish()
@@ -75,6 +80,7 @@ def parse_s3(section: Section) -> S3Config:
         presign_ttl=defaults.presign_ttl
         if ttl is None
         else positive(parse_duration(ttl, section.key("presign_ttl")), section, "presign_ttl"),
+        redirect_memo=defaults.redirect_memo if memo is None else _memo(section, memo),
         abandoned_after=defaults.abandoned_after
         if abandoned is None
         else positive(
@@ -84,6 +90,14 @@ def parse_s3(section: Section) -> S3Config:
         if grace is None
         else positive(parse_duration(grace, section.key("delete_grace")), section, "delete_grace"),
     )
+
+
+def _memo(section: Section, value: object) -> float:
+    seconds = parse_duration(value, section.key("redirect_memo"))
+    if seconds > MAX_REDIRECT_MEMO:
+        # Each second is a second in which a purge elsewhere sends clients to a 404.
+        raise ConfigError(f"{section.key('redirect_memo')}: at most {MAX_REDIRECT_MEMO:g} seconds")
+    return seconds
 
 
 def parse_backend(section: Section) -> tuple[str, S3Config | None]:

@@ -219,10 +219,10 @@ class BlobService:
     async def redirect_url(self, blob: BucketBlob) -> str:
         """A presigned URL of the object, once it is known to be there (a client sent to a
         missing object would get the bucket's 404, not a miss): BlobGone otherwise."""
-        if await self._backend.size_of(blob.digest) is None:
-            await self._gone(blob.digest)
-            raise BlobGone(str(blob.digest))
-        return await self._backend.presigned_url(blob.digest)
+        if (url := await self._backend.presigned_url(blob.digest)) is not None:
+            return url
+        await self._gone(blob.digest)
+        raise BlobGone(str(blob.digest))
 
     async def _gone(self, digest: Digest) -> None:
         log.info("blob %s is no longer in the bucket; fetching it again", digest)

@@ -1,9 +1,9 @@
 """A fill's bytes sent to the bucket while they arrive: one more follower of the temp file.
 
 The download is never held up by the bucket: the follower reads whole parts back from the temp
-file (written already) and uploads them one at a time, behind the download. Only after size and
-digest are verified does `finish` send the rest and complete the upload; a mismatch, a cut or a
-cancelled fill `abort`s it, so no object and no orphaned upload remain.
+file (written already) and uploads them behind the download, a few at once (PartUpload). Only
+after size and digest are verified does `finish` send the rest and complete the upload; a
+mismatch, a cut or a cancelled fill `abort`s it, so no object and no orphaned upload remain.
 """
 
 from __future__ import annotations

@@ -79,8 +79,9 @@ class BlobBackend(Protocol):
         """Bytes [start, end) of the blob; BlobGone when it is not there."""
         ...
 
-    async def presigned_url(self, digest: Digest) -> str:
-        """A short-lived URL a client can GET the blob from itself."""
+    async def presigned_url(self, digest: Digest) -> str | None:
+        """A short-lived URL a client can GET the blob from itself; None when the blob is not
+        there (a client must not be sent to a missing object)."""
         ...
 
     async def matches_digest(self, digest: Digest) -> bool | None:
@@ -132,7 +133,7 @@ class FilesystemBackend:
             raise BlobGone(str(digest)) from None
         return _pieces(fd, start, end)
 
-    async def presigned_url(self, digest: Digest) -> str:
+    async def presigned_url(self, digest: Digest) -> str | None:
         raise NotImplementedError("a local folder has no URLs of its own")
 
     async def matches_digest(self, digest: Digest) -> bool | None:

@@ -18,25 +18,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.response import StreamingBody
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from mirror.bucket_metrics import BucketMetrics
 from mirror.config import S3Config
-from mirror.errors import FillFailed
 from mirror.reference import Digest
 from mirror.stores.blob_backend import BlobGone
+from mirror.stores.s3_body import BucketBody
 from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
+from mirror.stores.s3_seen import SeenObjects
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1024 * 1024
+READ_TIMEOUT = 60.0  # seconds the bucket may send nothing before a request counts as failed
 CHECK_TIMEOUT = 5.0  # seconds for the readiness check's HEAD of the bucket
 
 
@@ -58,6 +57,7 @@ class S3Blobs:
         self._deletes: set[asyncio.Task[None]] = set()
         self._problem: str | None = None  # what the last check found (logged when it changes)
         self._first_check: asyncio.Task[str | None] | None = None
+        self._seen = SeenObjects(config.redirect_memo, time.monotonic)
 
     def key(self, digest: Digest) -> str:
         return f"{self.config.prefix}blobs/{digest.algorithm}/{digest.hex}"
@@ -79,7 +79,7 @@ class S3Blobs:
             response_checksum_validation="when_required",
             max_pool_connections=64,
             connect_timeout=10,
-            read_timeout=60,
+            read_timeout=READ_TIMEOUT,
             retries={"max_attempts": 3, "mode": "standard"},
         )
         session = get_session()
@@ -218,6 +218,7 @@ class S3Blobs:
             raise
 
     def delete(self, digest: Digest) -> None:
+        self._seen.forget(digest)  # this replica never redirects to what it deleted
         task = asyncio.get_running_loop().create_task(self._delete(digest), name=f"delete {digest}")
         self._deletes.add(task)
         task.add_done_callback(self._deletes.discard)
@@ -248,9 +249,16 @@ class S3Blobs:
             raise unavailable("GET", exc) from None
         except ERRORS as exc:
             raise unavailable("GET", exc) from None
-        return _body(answer["Body"], end - start)
+        return BucketBody(answer["Body"], end - start, READ_TIMEOUT)
 
-    async def presigned_url(self, digest: Digest) -> str:
+    async def presigned_url(self, digest: Digest) -> str | None:
+        """None when the object is not there (a client sent to it would get the bucket's 404):
+        asked with a HEAD, unless seen less than `redirect_memo` ago (s3_seen)."""
+        if not self._seen.recent(digest):
+            if await self.size_of(digest) is None:
+                self._seen.forget(digest)
+                return None
+            self._seen.saw(digest)
         return await self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.config.bucket, "Key": self.key(digest)},
@@ -273,20 +281,3 @@ class S3Blobs:
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield
-
-
-async def _body(body: StreamingBody, length: int) -> AsyncIterator[bytes]:
-    """The object's bytes, READ_CHUNK at a time (aiohttp hands over whatever arrived, often
-    64 KiB: a write per such piece costs the client a third of its throughput); FillFailed
-    when the bucket cuts them short (the client is cut too)."""
-    content: aiohttp.StreamReader = body.raw_stream.content
-    received = 0
-    try:
-        while received < length:
-            chunk = await content.readexactly(min(READ_CHUNK, length - received))
-            received += len(chunk)
-            yield chunk
-    except (asyncio.IncompleteReadError, *ERRORS) as exc:
-        raise FillFailed(f"bucket body cut after {received} bytes: {type(exc).__name__}") from None
-    finally:
-        body.close()

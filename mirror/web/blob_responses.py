@@ -1,5 +1,6 @@
-"""Sending a blob: a stored file with sendfile, or a running fill's bytes as they arrive
-(sendfile too, from the fill's temp file).
+"""Sending a blob: a stored file with sendfile, a running fill's bytes as they arrive
+(sendfile too, from the fill's temp file), or an object in the bucket (socket to socket by the
+kernel when it can, web/bucket_relay.py; streamed otherwise).
 
 Both follow one Range rule, decided here by `parse_range` before any byte goes out: one
 satisfiable range is a 206; several ranges, another unit or anything unparsable is the whole
@@ -20,6 +21,8 @@ from mirror.errors import FillFailed, RangeInvalid
 from mirror.reference import Digest
 from mirror.services.blobs import BlobService, BucketBlob
 from mirror.services.fill import BlobStream
+from mirror.stores.s3_body import BucketBody
+from mirror.web import bucket_relay
 from mirror.web.appkeys import BODY_SENT, MIRROR
 from mirror.web.middleware import error_response
 from mirror.web.ranges import ByteRange, parse_range
@@ -110,13 +113,26 @@ async def send_bucket(
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
     response.content_length = end - start
     served = request.app[MIRROR].metrics.served_bytes.labels("cache")
+
+    def sent(count: int) -> None:
+        served.inc(count)
+        request[BODY_SENT] += count
+
     try:
         await response.prepare(request)
         request[BODY_SENT] = 0
-        async for chunk in body:
-            await response.write(chunk)
-            served.inc(len(chunk))
-            request[BODY_SENT] += len(chunk)
+        # Socket to socket by the kernel when both ends are plain TCP (web/bucket_relay.py).
+        client = bucket_relay.client_socket(request)
+        source = body.take_socket() if client is not None and isinstance(body, BucketBody) else None
+        if client is not None and source is not None:
+            if source.early:
+                await response.write(source.early)
+                sent(len(source.early))
+            await bucket_relay.relay(request, client, source, sent)
+        else:
+            async for chunk in body:
+                await response.write(chunk)
+                sent(len(chunk))
     except FillFailed as exc:
         return _cut(request, response, blob.digest, exc)
     except ConnectionError:

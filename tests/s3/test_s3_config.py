@@ -41,8 +41,16 @@ def test_s3_section_with_secrets_in_files(tmp_path: Path) -> None:
         "replicas/a/",
     )
     assert (s3.access_key, s3.secret_key, s3.redirect) == ("AKIA-TEST", "s3cr3t", True)
+    assert s3.redirect_memo == 0  # every redirect asks the bucket first unless told otherwise
     assert s3.delete_grace == 900.0  # 15 minutes
     assert "s3cr3t" not in repr(storage)
+
+
+def test_redirect_memo_is_a_short_duration() -> None:
+    s3 = parse_config(
+        {"storage": {"backend": "s3", "s3": {"bucket": "mirror", "redirect_memo": "2s"}}}
+    ).storage.s3
+    assert s3 is not None and s3.redirect_memo == 2.0
 
 
 @pytest.mark.parametrize(
@@ -55,6 +63,14 @@ def test_s3_section_with_secrets_in_files(tmp_path: Path) -> None:
         ({"backend": "s3", "s3": {"bucket": "Mirror_1"}}, "is not a bucket name"),
         ({"backend": "s3", "s3": {"bucket": "mirror", "secret_key": "x"}}, "go together"),
         ({"backend": "s3", "s3": {"bucket": "mirror", "endpiont": "x"}}, "did you mean 'endpoint'"),
+        (
+            {"backend": "s3", "s3": {"bucket": "mirror", "redirect_memo": "5m"}},
+            "storage.s3.redirect_memo: at most 60 seconds",
+        ),
+        (
+            {"backend": "s3", "s3": {"bucket": "mirror", "redirect_memo": -1}},
+            "cannot be negative",
+        ),
         (
             {"backend": "s3", "s3": {"bucket": "mirror", "endpoint": "http://k:s@127.0.0.1:1"}},
             "no credentials in the URL",
