@@ -3,7 +3,6 @@ stored), the operator can free space through the admin API, and the mirror says 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import subprocess
@@ -41,15 +40,22 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill_up(path: Path) -> None:
-    """Write a filler file until the filesystem refuses: no byte left for anyone."""
-    with path.open("wb") as file:
-        chunk = bytes(64 * 1024)
-        with contextlib.suppress(OSError):
+    """Write a filler file until the filesystem refuses: no byte left for anyone. Unbuffered
+    (a buffered file's close would retry the bytes the disk refused and raise), in ever smaller
+    pieces down to one byte, so the last partial block is taken too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (64 * 1024, 4096, 1):
+            chunk = bytes(size)
             while True:
-                file.write(chunk)
-                file.flush()
-        with contextlib.suppress(OSError):
-            os.fsync(file.fileno())
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
     assert os.statvfs(path.parent).f_bavail == 0
 
 
