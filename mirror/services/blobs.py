@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -19,12 +19,11 @@ from mirror.errors import (
 )
 from mirror.metrics import Metrics
 from mirror.reference import Digest
+from mirror.services.bucket_objects import BucketBlob, BucketObjects
 from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
 from mirror.services.fill_outcomes import client_error, failure_reason
 from mirror.services.fill_upload import FillUpload
-from mirror.services.singleflight import SingleFlight
-from mirror.stores.blob_backend import BlobGone
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace
@@ -46,16 +45,6 @@ class StoredBlob:
 
     path: Path
     size: int
-
-
-@dataclass(frozen=True, slots=True)
-class BucketBlob:
-    """A verified blob in the bucket: streamed from it (BlobService.read_bucket) or, with
-    `redirect`, fetched from it by the client itself."""
-
-    digest: Digest
-    size: int
-    redirect: bool
 
 
 BlobSource = StoredBlob | BucketBlob | BlobStream
@@ -91,8 +80,8 @@ class BlobService:
         self._limits = limits
         self._fetch_unreferenced = fetch_unreferenced
         self._fills: dict[Digest, Fill] = {}
-        # Bucket lookups of blobs not indexed here: a storm of clients HEADs the object once.
-        self._bucket_lookups: SingleFlight[int | None] = SingleFlight()
+        # With a bucket: its objects (found, read, redirected to, gone); unused otherwise.
+        self.bucket = BucketObjects(self._backend, self._metadata, keeper, leases, clock)
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.fills_inflight.set_function(lambda: len(self._fills))
 
@@ -101,7 +90,7 @@ class BlobService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._bucket_lookups.close()
+        await self.bucket.close()
 
     @contextmanager
     def reading(self, digest: Digest) -> Iterator[None]:
@@ -187,46 +176,7 @@ class BlobService:
             return None
         if self._backend.local:
             return self._files.size_of(digest)
-        # The bucket: this replica's index first; then, unless this replica is fetching the
-        # blob itself, the bucket (another replica may have stored it: no upstream GET then).
-        row = await self._metadata.blob_row(digest)
-        if row is not None:
-            return row.size
-        if digest in self._fills:
-            return None
-        size = await self._bucket_lookups.run(digest, partial(self._adopt_from_bucket, digest))
-        if size is None or self._leases.pending_removal(digest):
-            return None
-        return size
-
-    async def _adopt_from_bucket(self, digest: Digest) -> int | None:
-        """Another replica's object: indexed here (a row) when the bucket has it."""
-        size = await self._backend.size_of(digest)
-        if size is None or self._leases.pending_removal(digest):
-            return None
-        await self._keeper.adopt(digest, size, self._clock())
-        return size
-
-    async def read_bucket(self, blob: BucketBlob, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of a blob from the bucket. BlobGone (before any byte) when another
-        replica removed it: the row goes too, so the caller's next open() is a miss."""
-        try:
-            return await self._backend.read(blob.digest, start, end)
-        except BlobGone:
-            await self._gone(blob.digest)
-            raise
-
-    async def redirect_url(self, blob: BucketBlob) -> str:
-        """A presigned URL of the object, once it is known to be there (a client sent to a
-        missing object would get the bucket's 404, not a miss): BlobGone otherwise."""
-        if (url := await self._backend.presigned_url(blob.digest)) is not None:
-            return url
-        await self._gone(blob.digest)
-        raise BlobGone(str(blob.digest))
-
-    async def _gone(self, digest: Digest) -> None:
-        log.info("blob %s is no longer in the bucket; fetching it again", digest)
-        await self._keeper.remove([digest])
+        return await self.bucket.stored_size(digest, filling=digest in self._fills)
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest

@@ -19,7 +19,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from mirror.errors import FillFailed, RangeInvalid
 from mirror.reference import Digest
-from mirror.services.blobs import BlobService, BucketBlob
+from mirror.services.blobs import BlobService
+from mirror.services.bucket_objects import BucketBlob
 from mirror.services.fill import BlobStream
 from mirror.stores.s3_body import BucketBody
 from mirror.web import bucket_relay
@@ -105,7 +106,7 @@ async def send_bucket(
     except RangeInvalid as exc:
         return unsatisfiable(exc, blob.size, headers)
     start, end = (0, blob.size) if byte_range is None else (byte_range.start, byte_range.end)
-    body = await service.read_bucket(blob, start, end)
+    body = await service.bucket.read(blob, start, end)
     response = web.StreamResponse(headers=headers)
     response.headers["Accept-Ranges"] = "bytes"
     if byte_range is not None:
@@ -148,7 +149,7 @@ async def redirect_to_bucket(
 ) -> web.StreamResponse:
     """307 to a presigned URL of the object (as Docker Hub sends clients to its CDN); the
     client repeats its Range there. BlobGone when the object is not there."""
-    location = await service.redirect_url(blob)
+    location = await service.bucket.redirect_url(blob)
     response = web.Response(status=307, headers=headers)
     response.headers["Location"] = location
     response.content_type = "text/plain"
