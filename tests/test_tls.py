@@ -4,6 +4,8 @@ new pair keeps the old one serving, and what is not TLS 1.2+ is refused at once.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import signal
 import socket
 import ssl
@@ -181,3 +183,69 @@ def test_an_unusable_certificate_stops_the_start_with_one_line(
     result = serve_expecting_exit(tmp_path / "run", config)
     assert result.returncode == 2
     assert result.stderr_lines == [f"mirror: {expected.format(root=tmp_path)}"]
+
+
+def blob_size(registry: Registry, repo: str, digest: str) -> int:
+    """A blob's size, from a HEAD straight to the registry."""
+    conn = http.client.HTTPConnection(registry.host, timeout=30)
+    try:
+        conn.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+        return int(conn.getresponse().headers["Content-Length"])
+    finally:
+        conn.close()
+
+
+def slow_get(tls: ssl.SSLSocket, host: str, path: str) -> tuple[int, bytes]:
+    """A GET on a kept-alive TLS connection, its body read in small pieces with pauses, so the
+    server's writes stall (flow control pauses and resumes them many times)."""
+    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        piece = tls.recv(1)
+        assert piece, "the connection closed before the head"
+        head += piece
+    status = int(head.split(b" ", 2)[1])
+    fields = dict(
+        line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ": " in line
+    )
+    length = int(fields.get("Content-Length", fields.get("content-length", "0")))
+    body = bytearray()
+    while len(body) < length:
+        piece = tls.recv(min(16 * 1024, length - len(body)))
+        if not piece:
+            break  # cut short: the caller sees a short body
+        body += piece
+        time.sleep(0.0005)  # a slow client: not a wait for anything, the load itself
+    return status, bytes(body)
+
+
+def test_a_slow_client_over_tls_gets_a_cold_and_then_a_stored_blob_whole(
+    ca: trustme.CA, registry: Registry, mirror_processes: Any, tmp_path: Path
+) -> None:
+    """asyncio has no sendfile for TLS; its fallback swaps the connection's protocol and, with
+    a client slow enough to pause the writes, left aiohttp's flow control broken: the fill's
+    reader (one send per span) and then a stored hit on the same connection were cut with an
+    AssertionError in resume_writing."""
+    root = tmp_path / "tls-mirror"
+    install(ca, root / "tls")
+    mirror = mirror_processes(config=tls_config(registry.url, root), client_tls=trusting(ca))
+    image: Image = registry.images["docker"]
+    # Every blob of the image, largest first, each cold then stored, all on one connection:
+    # the stall is a race, so it gets many chances.
+    digests = sorted(image.blobs, key=lambda d: -blob_size(registry, image.repo, d))
+    context = trusting(ca)
+    with (
+        socket.create_connection(("127.0.0.1", mirror.port), timeout=20) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        rounds = [
+            (d, ("cold (a running fill)", "stored (a hit, same connection)")) for d in digests
+        ]
+        rounds.append((digests[0], ("stored, again",) * 5))
+        for digest, whens in rounds:
+            for when in whens:
+                status, body = slow_get(tls, mirror.host, f"/v2/{image.repo}/blobs/{digest}")
+                assert status == 200, f"{digest} {when}"
+                got = "sha256:" + hashlib.sha256(body).hexdigest()
+                assert got == digest, f"{digest} {when}: cut short ({len(body)} bytes)"
+    assert not log_lines(mirror, "unhandled error"), mirror.output()[-3000:]

@@ -194,8 +194,8 @@ class BlobStream:
                 await fill.progressed()
 
     async def send(self, transport: asyncio.WriteTransport, offset: int, length: int) -> None:
-        """Send a span with sendfile (asyncio falls back to reads of at most 256 KiB on a
-        transport without it, TLS); FillFailed if the temp file is shorter than reported."""
+        """Send a span with sendfile (a plain TCP transport: TLS goes through `pieces`);
+        FillFailed if the temp file is shorter than reported."""
         loop = asyncio.get_running_loop()
         sent = await loop.sendfile(transport, self._file, offset, length)
         if sent < length:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -71,6 +72,19 @@ class PreparedFileResponse(web.FileResponse):
         if self.prepared:
             return None
         return await super().prepare(request)
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        """Over TLS, aiohttp's own chunked writes: asyncio has no sendfile for TLS, and its
+        fallback swaps the connection's protocol meanwhile, which leaves aiohttp's flow control
+        wrong when the client was slow (an AssertionError in resume_writing on a later send)."""
+        transport = request.transport
+        if transport is None or transport.get_extra_info("ssl_object") is None:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        return await self._sendfile_fallback(writer, fobj, offset, count)
 
 
 async def send_stored(
@@ -197,15 +211,18 @@ async def send_stream(
 async def _send_span(
     request: web.Request, response: web.StreamResponse, stream: BlobStream, offset: int, length: int
 ) -> None:
-    """With sendfile, so a slow client holds no bytes of the blob in memory; a body without a
-    length is chunked, and its framing is aiohttp's writer's: pieces go through it."""
-    if response.content_length is None:
-        for piece in stream.pieces(offset, length):
-            await response.write(piece)
-        return
+    """With sendfile, so a slow client holds no bytes of the blob in memory. A body without a
+    length is chunked, and its framing is aiohttp's writer's: pieces go through it. So do the
+    pieces of a TLS connection: asyncio has no sendfile for it, and its fallback swaps the
+    connection's protocol meanwhile, which breaks aiohttp's flow control when the client is
+    slow (an AssertionError in resume_writing, the client cut)."""
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the client went away")
+    if response.content_length is None or transport.get_extra_info("ssl_object") is not None:
+        for piece in stream.pieces(offset, length):
+            await response.write(piece)
+        return
     await stream.send(transport, offset, length)  # after the head, still in the buffer
 
 

@@ -93,6 +93,12 @@ class SeaweedFS(BucketChecks):
             f"-s3.port={self.s3_port}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Every bucket is a collection that grows volumes of its own, and the tests make a
+            # bucket each: the count `mini` derives from free disk space ran out after about a
+            # hundred buckets ("no free volumes left", a 500 to every PUT). Volumes are sparse
+            # files, so a high count costs no disk; small ones keep each bucket's share small.
+            "-volume.max=4000",
+            "-master.volumeSizeLimitMB=64",
             *ports,
         ]
         # `weed mini` makes these its admin identity: every request must be signed with them.
