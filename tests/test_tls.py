@@ -238,7 +238,7 @@ def test_a_slow_client_over_tls_gets_a_cold_and_then_a_stored_blob_whole(
         socket.create_connection(("127.0.0.1", mirror.port), timeout=20) as raw,
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
-        rounds = [
+        rounds: list[tuple[str, tuple[str, ...]]] = [
             (d, ("cold (a running fill)", "stored (a hit, same connection)")) for d in digests
         ]
         rounds.append((digests[0], ("stored, again",) * 5))
