@@ -5,10 +5,11 @@
 
 Starts SeaweedFS (the tests' fixture) and mirror processes on free 127.0.0.1 ports in front of
 `--upstream` (a registry that holds the blob: push a 256 MiB single-layer image to a local
-`docker-registry` with skopeo first), and fetches the blob with curl. Each of --rounds rounds starts a fresh mirror per backend (a fresh
-data folder and, for S3, a fresh bucket) in turn: its cold fetch, then --runs warm fetches (for
-the streamed S3 mirror each one after a direct read of the same object, curl on a presigned URL);
-with redirect = true, also 50 times its 307 and a HEAD answered from the index, alternating.
+`docker-registry` with skopeo first), and fetches the blob with curl. Each of --rounds rounds
+starts a fresh mirror per backend (a fresh data folder and, for S3, a fresh bucket) in turn: its
+cold fetch, then --runs warm fetches (for the streamed S3 mirror each one after a direct read of
+the same object, curl on a presigned URL); with redirect = true, also 50 times its 307 and a
+HEAD answered from the index, alternating.
 Printed: best and median per figure, and the ratios of the performance targets, each between
 figures taken in the same rounds (the machine is shared: compare ratios, not absolute figures).
 """
