@@ -16,7 +16,6 @@ from fakes.client import MakeMirror
 from fakes.clock import FakeClock
 from support.s3server import S3Server
 
-from .conftest import KEY_PREFIX
 from .replicas import (
     TOKEN,
     bucket_ops,
@@ -24,6 +23,7 @@ from .replicas import (
     records_of,
     refusing,
     replica,
+    stored,
 )
 
 REPO = "library/stormy"
@@ -140,7 +140,7 @@ async def test_purge_everything_through_a_fresh_replica(
     ) as resp:
         assert resp.status == 200, await resp.text()
     await records_of(fresh).close()
-    keys = set(await asyncio.to_thread(seaweedfs.objects, bucket, KEY_PREFIX))
+    keys = await stored(seaweedfs, bucket)
     assert not {k for k in keys if "/repositories/" in k or "/manifests/" in k}, keys
     hub.faults.registry_status = 503
     clock.advance(5 * 60 + 1)

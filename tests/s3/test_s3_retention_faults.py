@@ -31,6 +31,8 @@ from .replicas import (
     pull_all,
     records_of,
     refusing,
+    settled,
+    stored,
 )
 
 REPO = "library/aging"
@@ -128,12 +130,11 @@ async def test_a_restart_between_sweep_and_delete_keeps_objects_doomed(
     await mirror.close()
     restarted = await make_mirror(storage_path=tmp_path / "only")
     await janitor_pass(restarted)  # at once after the restart: still within the grace
-    assert blob_keys(image) <= set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    assert blob_keys(image) <= await stored(seaweedfs, aging)
     clock.advance(GRACE + 1)
     await janitor_pass(restarted)
-    backend = restarted.app[MIRROR].stores.backend
-    await backend.settled()  # type: ignore[attr-defined]
-    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    await settled(restarted)
+    left = await stored(seaweedfs, aging)
     assert not blob_keys(image) & left, "doomed objects outlived a restart"
 
 
@@ -159,13 +160,12 @@ async def test_a_failed_delete_after_the_grace_is_tried_again(
     client = records_of(mirror)._blobs.client
     monkeypatch.setattr(client, "delete_object", refusing("DeleteObject"))
     await janitor_pass(mirror)
-    backend = mirror.app[MIRROR].stores.backend
-    await backend.settled()  # type: ignore[attr-defined]
+    await settled(mirror)
     monkeypatch.undo()
     clock.advance(GRACE + 1)  # the bucket answers again; a later pass
     await janitor_pass(mirror)
-    await backend.settled()  # type: ignore[attr-defined]
-    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    await settled(mirror)
+    left = await stored(seaweedfs, aging)
     assert not blob_keys(image) & left, "objects whose delete failed once stay in the bucket"
 
 
@@ -199,6 +199,6 @@ async def test_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
     clock.advance(GRACE + 1)
     await janitor_pass(importer)
     await janitor_pass(other)
-    await other.app[MIRROR].stores.backend.settled()  # type: ignore[attr-defined]
-    left = set(await asyncio.to_thread(seaweedfs.objects, aging, KEY_PREFIX))
+    await settled(other)
+    left = await stored(seaweedfs, aging)
     assert blob_keys(image) <= left, "another replica deleted the objects of a locked tag"
