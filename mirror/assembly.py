@@ -33,11 +33,13 @@ from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.s3_blobs import S3Blobs
+from mirror.stores.s3_inventory import stored_blobs
 from mirror.stores.s3_records import S3Records
 from mirror.stores.s3_usage import S3UsageBoard
 from mirror.stores.shared_index import SharedIndex
 from mirror.stores.shared_records import LocalOnly, SharedRecords
 from mirror.stores.sweep import Sweeper
+from mirror.upkeep.bucket_eviction import EVICTION_WINDOW, BucketEviction
 from mirror.upkeep.bucket_retention import BucketRetention
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
@@ -116,7 +118,9 @@ def build_stores(config: Config, metrics: Metrics) -> Stores:
     else:
         bucket = S3Blobs(config.storage.s3, metrics.bucket)
         backend, records = bucket, S3Records(bucket)
-    ledger = UsageLedger(config.storage.max_size, config.storage.low_water)
+    ledger = UsageLedger(
+        config.storage.max_size, config.storage.low_water, bounds_here=backend.local
+    )
     leases = BlobLeases()
     pins = pins_of(config)
     # Asked at each eviction: pins come from the config, locked tags from bundle imports.
@@ -137,17 +141,34 @@ def build_upkeep(
     config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
 ) -> Upkeep:
     sweeper = Sweeper(stores.metadata)
-    shared = None
-    if isinstance(stores.backend, S3Blobs) and config.storage.max_unused_age > 0:
+    storage = config.storage
+    shared, eviction = None, None
+    bucket = stores.backend if isinstance(stores.backend, S3Blobs) else None
+    if bucket is not None and (storage.max_unused_age > 0 or storage.max_size > 0):
+        doomed = DoomedObjects(stores.metadata.database)
         shared = BucketRetention(
             stores.metadata,
-            S3UsageBoard(stores.backend, config.storage.path),
-            DoomedObjects(stores.metadata.database),
+            S3UsageBoard(bucket, storage.path, evicts=storage.max_size > 0),
+            doomed,
             stores.keeper,
             stores.leases,
-            stores.backend.config.delete_grace,
+            bucket.config.delete_grace,
             metrics.bucket,
+            pinned=partial(sweeper.pinned, pins_of(config)),
         )
+        if storage.max_size > 0:
+            eviction = BucketEviction(
+                shared,
+                partial(stored_blobs, bucket),
+                doomed,
+                stores.keeper,
+                stores.leases,
+                max_size=storage.max_size,
+                low_water=storage.low_water,
+                window=storage.max_unused_age or EVICTION_WINDOW,
+                clock=clock,
+                metrics=metrics,
+            )
     retention = Retention(
         sweeper,
         stores.keeper,
@@ -167,6 +188,7 @@ def build_upkeep(
         stores.disk,
         config.storage,
         retention,
+        eviction,
     )
     purge = PurgeService(stores.index, stores.keeper, sweeper, metrics)
     return Upkeep(janitor, purge, JobRegistry(clock))

@@ -47,8 +47,14 @@ class BucketMetrics:
         )
         self.doomed = Gauge(
             "mirror_bucket_doomed_objects",
-            "Objects retention removed from this replica's index, deleted from the shared"
-            " bucket once storage.s3.delete_grace has passed (unless another replica reads them).",
+            "Objects retention or eviction removed from this replica's index, deleted from the"
+            " shared bucket once storage.s3.delete_grace has passed (unless a replica reads them).",
+            registry=registry,
+        )
+        self.blob_bytes = Gauge(
+            "mirror_bucket_blob_bytes",
+            "Bytes of blobs in the shared bucket (under the prefix, less those doomed) when"
+            " this replica last listed them to evict (storage.max_size); 0 on the others.",
             registry=registry,
         )
         for operation in OPERATIONS:

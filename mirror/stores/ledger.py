@@ -16,8 +16,11 @@ class UsageLedger:
     hits are kept here and flushed in batches, which keeps SQLite off the hot path of a hit.
     """
 
-    def __init__(self, max_size: int, low_water: float = 1.0) -> None:
+    def __init__(self, max_size: int, low_water: float = 1.0, *, bounds_here: bool = True) -> None:
         self.max_size = max_size
+        # False on a shared bucket: the bound is on the bucket, and one replica evicts from it
+        # (upkeep/bucket_eviction.py); this replica's totals never make room or wake it.
+        self._bounds_here = bounds_here
         # Eviction goes down to here, so that it does not run again for every new blob.
         self.eviction_target = int(max_size * low_water)
         self.bytes = 0
@@ -42,7 +45,11 @@ class UsageLedger:
 
     def needs_room(self, size: int) -> bool:
         """Storing `size` more bytes would cross the bound (running fills' bytes included)."""
-        return bool(self.max_size) and self.bytes + self.reserved + size > self.max_size
+        return (
+            self._bounds_here
+            and bool(self.max_size)
+            and self.bytes + self.reserved + size > self.max_size
+        )
 
     def reserve(self, size: int) -> Reservation:
         """Count a running fill's announced size against the bound until it lands or fails."""
@@ -60,7 +67,7 @@ class UsageLedger:
         return bool(self.max_size) and size > self.max_size
 
     def _check(self) -> None:
-        if self.max_size and self.bytes > self.max_size:
+        if self._bounds_here and self.max_size and self.bytes > self.max_size:
             self.over_limit.set()
         else:
             self.over_limit.clear()

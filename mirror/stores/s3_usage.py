@@ -5,6 +5,10 @@ A replica is named by a random id kept in its data folder (`replica-id`): a repl
 restarts on its folder goes on with its report; one on a fresh folder (a new pod with an
 `emptyDir`) starts a new one, and the old report is removed once everything in it has aged
 past `max_unused_age` (it can keep nothing by then).
+
+A report's times are its writer's clock. One dated ahead of the reader's clock by more than
+CLOCK_SKEW is ignored (it would keep what it names until then), and no use in a report is
+later than the report itself.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from botocore.exceptions import ClientError
 
 from mirror.stores.s3_blobs import S3Blobs
 from mirror.stores.s3_parts import ERRORS
-from mirror.stores.usage import Usage
+from mirror.stores.shared_index import CLOCK_SKEW
+from mirror.stores.usage import Reports, Usage
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +53,13 @@ def replica_id(folder: Path) -> str:
 
 
 class S3UsageBoard:
-    def __init__(self, blobs: S3Blobs, folder: Path) -> None:
+    def __init__(self, blobs: S3Blobs, folder: Path, *, evicts: bool = False) -> None:
         self._blobs = blobs
         self._folder = folder
+        self._evicts = evicts  # storage.max_size is set here: this replica may evict
         self._replica: str | None = None
         self._folder_prefix = f"{blobs.config.prefix}usage/"
+        self._published: float | None = None  # `written_at` of this replica's last report
 
     @property
     def replica(self) -> str:
@@ -65,7 +72,13 @@ class S3UsageBoard:
 
     async def publish(self, usage: Usage, now: float) -> bool:
         """Write this replica's report; False (logged) when the bucket did not take it."""
-        document = {"replica": self.replica, "written_at": now, **usage.as_json()}
+        document = {
+            "replica": self.replica,
+            "written_at": now,
+            "evicts": self._evicts,
+            **usage.as_json(),
+        }
+        self._published = None
         try:
             await self._blobs.client.put_object(
                 Bucket=self._blobs.config.bucket,
@@ -76,36 +89,47 @@ class S3UsageBoard:
         except ERRORS as exc:
             log.warning("could not publish this replica's usage to the bucket: %s", exc)
             return False
+        self._published = now
         return True
 
-    async def others(self, now: float, stale_before: float) -> Usage | None:
+    async def others(self, now: float, stale_before: float, live_after: float) -> Reports | None:
         """Every other replica's usage, merged; None when the bucket could not be read whole
-        (retention then waits: it never removes on part of the picture). Reports written
-        before `stale_before` are removed: nothing in them can keep anything."""
-        merged = Usage()
+        (retention and eviction then wait: they never remove on part of the picture). Reports
+        written before `stale_before` are removed: nothing in them can keep anything. Those
+        written since `live_after` name the replicas that evict."""
+        reports = Reports(Usage())
         client = self._blobs.client
         bucket = self._blobs.config.bucket
+        mine = self._key(self.replica)
         try:
             paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=bucket, Prefix=self._folder_prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
-                    if key == self._key(self.replica):
+                    if key == mine:
+                        if self._published is not None:
+                            reports.offset = item["LastModified"].timestamp() - self._published
                         continue
                     report = await self._read(key)
                     if report is None:
                         continue
-                    written_at, usage = report
+                    written_at, evicts, usage = report
+                    if written_at > now + CLOCK_SKEW:
+                        log.warning("ignoring usage report %s: written in the future", key)
+                        continue
                     if written_at < stale_before:
                         await self._remove_stale(key)
                         continue
-                    merged.merge(usage)
+                    usage.clamp(written_at)
+                    reports.usage.merge(usage)
+                    if evicts and written_at >= live_after:
+                        reports.evictors.add(key[len(self._folder_prefix) : -len(".json")])
         except ERRORS as exc:
             log.warning("could not read the replicas' usage from the bucket: %s", exc)
             return None
-        return merged
+        return reports
 
-    async def _read(self, key: str) -> tuple[float, Usage] | None:
+    async def _read(self, key: str) -> tuple[float, bool, Usage] | None:
         """A report, or None when it is gone meanwhile or does not parse (logged: a report
         that lies can only make retention keep or remove what it would anyway by age)."""
         try:
@@ -129,7 +153,7 @@ class S3UsageBoard:
             written_at = float(document["written_at"])
             if not math.isfinite(written_at):
                 raise ValueError("written_at is not a time")
-            return written_at, Usage.from_json(document)
+            return written_at, document.get("evicts") is True, Usage.from_json(document)
         # RecursionError: nested deeper than the parser goes; OverflowError: a number too large.
         except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
             log.warning("ignoring usage report %s: %s", key, exc)

@@ -73,6 +73,12 @@ MIGRATIONS: tuple[str, ...] = (
         since REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    """
+    -- Eviction dooms objects too (upkeep/bucket_eviction.py), with the last use it knew
+    -- of: a use reported later keeps the object. NULL (retention): a use reported within
+    -- max_unused_age keeps it.
+    ALTER TABLE doomed ADD COLUMN used_at REAL;
+    """,
 )
 
 

@@ -204,7 +204,9 @@ class Sweeper:
                 link_keys = {*selection.links, *((str(u), str(r), str(d)) for u, r, d in found)}
                 if doom_at is not None:
                     later = [(str(digest), doom_at) for digest, _ in blobs]
-                    await db.executemany("INSERT OR REPLACE INTO doomed VALUES (?, ?)", later)
+                    await db.executemany(
+                        "INSERT OR REPLACE INTO doomed (digest, since) VALUES (?, ?)", later
+                    )
                 await _delete(db, selection, removed)
             return Swept(
                 tags=len(selection.tags),

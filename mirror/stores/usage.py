@@ -1,8 +1,10 @@
 """What a replica used lately: the tags its clients pulled and every digest those pulls reach.
 
-Replicas on one bucket each see only their own clients. Before retention removes anything from
-the shared bucket, each replica publishes its `Usage` (s3_usage.py) and reads the others': a
-tag or digest another replica used within `max_unused_age` stays (stores/sweep.py).
+Replicas on one bucket each see only their own clients. Before retention or eviction removes
+anything from the shared bucket, each replica publishes its `Usage` (s3_usage.py) and reads the
+others': a tag or digest another replica used within `max_unused_age` stays (stores/sweep.py),
+and eviction orders the bucket's blobs by their last use on any replica
+(upkeep/bucket_eviction.py).
 """
 
 from __future__ import annotations
@@ -23,12 +25,30 @@ class Usage:
 
     tags: dict[TagKey, float] = field(default_factory=dict)
     digests: dict[str, float] = field(default_factory=dict)
+    # What pinned and locked tags reach (storage.pinned, bundle imports): never evicted.
+    pinned: set[str] = field(default_factory=set)
+    # Objects the replica doomed and will delete after the grace: no longer counted against
+    # the bound by whichever replica evicts next.
+    doomed: set[str] = field(default_factory=set)
 
     def merge(self, other: Usage) -> None:
         for tag, when in other.tags.items():
             self.tags[tag] = max(when, self.tags.get(tag, -math.inf))
         for digest, when in other.digests.items():
             self.digests[digest] = max(when, self.digests.get(digest, -math.inf))
+        self.pinned |= other.pinned
+        self.doomed |= other.doomed
+
+    def clamp(self, latest: float) -> None:
+        """No use later than `latest` (the report's own time): a report cannot keep anything
+        beyond the moment it was written."""
+        for tag, when in self.tags.items():
+            self.tags[tag] = min(when, latest)
+        for digest, when in self.digests.items():
+            self.digests[digest] = min(when, latest)
+
+    def last_use(self, digest: str) -> float:
+        return self.digests.get(digest, -math.inf)
 
     def tag_used(self, key: TagKey, since: float) -> bool:
         return self.tags.get(key, -math.inf) >= since
@@ -40,6 +60,8 @@ class Usage:
         return {
             "tags": [[*key, when] for key, when in sorted(self.tags.items())],
             "digests": dict(sorted(self.digests.items())),
+            "pinned": sorted(self.pinned),
+            "doomed": sorted(self.doomed),
         }
 
     @classmethod
@@ -53,7 +75,16 @@ class Usage:
             raise TypeError("digests is not an object")
         for digest, when in digests.items():
             usage.digests[str(digest)] = _time(when)
+        usage.pinned = _digests(document, "pinned")
+        usage.doomed = _digests(document, "doomed")
         return usage
+
+
+def _digests(document: Mapping[str, Any], name: str) -> set[str]:
+    listed = document.get(name, [])  # absent in reports of older replicas
+    if not isinstance(listed, list):
+        raise TypeError(f"{name} is not a list")
+    return {str(digest) for digest in listed}
 
 
 def _time(value: object) -> float:
@@ -107,9 +138,27 @@ def _spread(roots: Mapping[str, float], edges: Mapping[str, Iterable[str]]) -> d
     return times
 
 
+@dataclass(slots=True)
+class Reports:
+    """What the other replicas' reports say, merged, with what eviction needs besides."""
+
+    usage: Usage
+    # Replicas whose report, written since the grace began, says they evict (max_size set):
+    # the one with the lowest id acts.
+    evictors: set[str] = field(default_factory=set)
+    # The bucket's clock minus this replica's, from the report it has just written (its
+    # LastModified against its `written_at`); None when that write failed.
+    offset: float | None = None
+
+
 class UsageBoard(Protocol):
     """Where replicas on one bucket leave their usage for each other (s3_usage.py)."""
 
+    @property
+    def replica(self) -> str: ...
+
     async def publish(self, usage: Usage, now: float) -> bool: ...
 
-    async def others(self, now: float, stale_before: float) -> Usage | None: ...
+    async def others(
+        self, now: float, stale_before: float, live_after: float
+    ) -> Reports | None: ...

@@ -1,28 +1,39 @@
-"""Retention on a bucket that several replicas share.
+"""Removing from a bucket that several replicas share: the usage exchange and the grace.
 
-Each replica sees only its own clients, so before a sweep it publishes what it used within
-`max_unused_age` (tags pulled, and every digest they reach) and reads what the others published
-(stores/usage.py, stores/s3_usage.py): the sweep keeps what any replica used. The rows and
-records it removes go at once; each object is only doomed (the `doomed` table, written in the
-sweep's own transaction) and deleted once `storage.s3.delete_grace` has passed, unless a report
-written meanwhile shows a replica reading it, or this replica indexed it again, or a reader
-here holds it. So a replica that began serving an object shortly before or after the sweep,
-and had not reported it yet, is not cut off.
+Each replica sees only its own clients, so before a sweep (retention) or an eviction it
+publishes what it used within a window (`max_unused_age`: tags pulled, and every digest they
+reach) and reads what the others published (stores/usage.py, stores/s3_usage.py): the sweep
+keeps what any replica used, eviction orders by the last use anywhere. The rows and records
+either removes go at once; each object is only doomed (the `doomed` table, written in the
+removal's own transaction) and deleted once `storage.s3.delete_grace` has passed, unless a
+report written meanwhile shows a replica reading it, or this replica indexed it again, or a
+reader here holds it. So a replica that began serving an object shortly before or after the
+removal, and had not reported it yet, is not cut off.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from mirror.bucket_metrics import BucketMetrics
 from mirror.reference import Digest
-from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.blob_keeper import BlobKeeper, PinnedContent
 from mirror.stores.doomed import DoomedObjects
 from mirror.stores.leases import BlobLeases
 from mirror.stores.metadata import Metadata
-from mirror.stores.usage import Usage, UsageBoard, recent_usage
+from mirror.stores.usage import Reports, Usage, UsageBoard, recent_usage
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanged:
+    """One exchange of reports: this replica's usage as published, and the others'."""
+
+    at: float
+    mine: Usage
+    others: Reports
 
 
 class BucketRetention:
@@ -35,6 +46,7 @@ class BucketRetention:
         leases: BlobLeases,
         grace: float,
         metrics: BucketMetrics,
+        pinned: PinnedContent | None = None,
     ) -> None:
         self._metadata = metadata
         self._board = board
@@ -43,24 +55,50 @@ class BucketRetention:
         self._leases = leases
         self.grace = grace
         self._metrics = metrics
+        self._pinned = pinned
+        # The exchange of the janitor's pass so far (retention's), which eviction reuses in
+        # the same pass; the janitor forgets it at the start of each pass.
+        self.latest: Exchanged | None = None
 
-    async def exchange(self, now: float, cutoff: float) -> Usage | None:
-        """Publish this replica's usage since `cutoff`; the others', or None when they could
-        not be read whole (the sweep then waits: it never removes on part of the picture)."""
+    @property
+    def replica(self) -> str:
+        return self._board.replica
+
+    async def exchange(self, now: float, cutoff: float) -> Exchanged | None:
+        """Publish this replica's usage since `cutoff`; with the others', or None when they
+        could not be read whole (removal then waits: never on part of the picture)."""
         mine = await recent_usage(self._metadata.database.rows, cutoff, now)
+        if self._pinned is not None:
+            mine.pinned = {str(digest) for digest in await self._pinned()}
+        mine.doomed = await self._doomed.digests()
         await self._board.publish(mine, now)  # a failure is logged; others read the last one
-        # A report older than the cutoff and the grace can keep nothing any more.
-        return await self._board.others(now, stale_before=cutoff - self.grace)
+        # A report older than the cutoff and the grace can keep nothing any more; one written
+        # within the grace names a replica that is alive.
+        others = await self._board.others(now, cutoff - self.grace, now - self.grace)
+        self.latest = None if others is None else Exchanged(now, mine, others)
+        return self.latest
+
+    async def publish_doomed(self, exchanged: Exchanged, now: float) -> None:
+        """This replica's report again, with what it has just doomed."""
+        exchanged.mine.doomed = await self._doomed.digests()
+        await self._board.publish(exchanged.mine, now)
 
     async def delete_due(self, now: float, elsewhere: Usage, cutoff: float) -> int:
-        """Delete the objects doomed at least `grace` ago that nobody uses; how many."""
+        """Delete the objects doomed at least `grace` ago that nobody uses; how many. An
+        object eviction chose is kept when a replica used it after its last use known then;
+        one retention chose, when a replica used it within the age (since `cutoff`)."""
         settled: list[str] = []
         deleted = 0
-        for digest in await self._doomed.due(now - self.grace):
+        for doomed in await self._doomed.due(now - self.grace):
+            digest = doomed.digest
             parsed = Digest.parse(digest)
             if self._leases.busy(parsed):
                 continue  # a reader here: the next pass looks again
-            if elsewhere.digest_used(digest, cutoff):
+            if (
+                elsewhere.digest_used(digest, cutoff)
+                if doomed.used_at is None
+                else elsewhere.last_use(digest) > doomed.used_at
+            ):
                 log.info("kept %s in the bucket: another replica read it", digest)
             elif await self._metadata.blob_row(parsed) is None:
                 if not await self._keeper.backend.remove(parsed):

@@ -19,6 +19,7 @@ from mirror.stores.disk_space import DiskSpace
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
+from mirror.upkeep.bucket_eviction import BucketEviction
 from mirror.upkeep.retention import Retention
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Janitor:
         disk: DiskSpace,
         config: StorageConfig,
         retention: Retention | None = None,
+        bucket_eviction: BucketEviction | None = None,
     ) -> None:
         self._metadata = metadata
         self._files = files
@@ -63,6 +65,7 @@ class Janitor:
         self._disk = disk
         self._config = config
         self._retention = retention
+        self._bucket_eviction = bucket_eviction  # max_size on a shared bucket
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one eviction or verify at a time
         self._next_upload_sweep = -math.inf  # the first pass looks for abandoned uploads
@@ -70,7 +73,9 @@ class Janitor:
     async def start(self) -> None:
         self._disk.restore_reserve()
         await self.reconcile()
-        await self.evict()
+        if self._keeper.backend.local:
+            # A shared bucket's eviction asks the bucket: at the first pass, not before serving.
+            await self.evict()
         self._task = asyncio.create_task(self._run(), name="janitor")
 
     async def abort_abandoned(self) -> int:
@@ -123,8 +128,10 @@ class Janitor:
 
     async def retain(self) -> None:
         """Age out what was not pulled within max_unused_age (after a flush: the pull times
-        retention reads are the ones written)."""
+        retention reads are the ones written). A pass begins here: the usage exchange of the
+        last one is forgotten, so eviction reuses only this pass's."""
         if self._retention is not None:
+            self._retention.new_pass()
             await self._retention.run()
 
     async def reconcile(self) -> ReconcileReport:
@@ -154,7 +161,13 @@ class Janitor:
         return report
 
     async def evict(self) -> tuple[int, int]:
-        """Evict least recently used blobs until usage is under the low-water mark."""
+        """Evict least recently used blobs until usage is under the low-water mark (on a
+        shared bucket: the bucket's, upkeep/bucket_eviction.py)."""
+        if self._bucket_eviction is not None:
+            evicted = await self._bucket_eviction.run()
+            return evicted.blobs, evicted.bytes
+        if not self._keeper.backend.local:
+            return 0, 0  # no bound set: the local totals of a bucket's index bound nothing
         if not self._config.max_size or self._ledger.bytes <= self._config.max_size:
             return 0, 0
         removed = await self._keeper.evict(self._ledger.eviction_target)

@@ -52,6 +52,10 @@ class Retention:
     def enabled(self) -> bool:
         return self._max_age > 0
 
+    def new_pass(self) -> None:
+        if self._shared is not None:
+            self._shared.latest = None
+
     async def run(self) -> Swept:
         now = self._clock()
         # Each sweep reads every tag and manifest link: often enough for the age's precision,
@@ -62,10 +66,11 @@ class Retention:
         cutoff = now - self._max_age
         shared, elsewhere = self._shared, None
         if shared is not None:
-            elsewhere = await shared.exchange(now, cutoff)
-            if elsewhere is None:
+            exchanged = await shared.exchange(now, cutoff)
+            if exchanged is None:
                 log.warning("retention waits: the other replicas' usage could not be read")
                 return Swept()
+            elsewhere = exchanged.others.usage
         doom_at = None if shared is None else now
         swept = await self._sweeper.unused(cutoff, self._pins, elsewhere, doom_at)
         # Same step as the transaction: files go once their readers let go (BlobKeeper.forget);

@@ -51,10 +51,11 @@ async def pull_all(session: aiohttp.ClientSession, mirror: TestServer, image: Fa
 
 
 async def janitor_pass(mirror: TestServer) -> None:
-    """What the janitor does at a pass: flush pull and read times, then retention."""
+    """What the janitor does at a pass: flush pull and read times, retention, eviction."""
     janitor = mirror.app[MIRROR].upkeep.janitor
     await janitor.flush()
     await janitor.retain()
+    await janitor.evict()
 
 
 async def has_tag(mirror: TestServer, repo: str, tag: str) -> bool:
