@@ -146,11 +146,13 @@ async def test_content_pinned_on_another_replica_is_never_evicted(
     mirror_config["storage"]["pinned"] = [f"{REPO.removeprefix('library/')}:v0"]
     second = await numbered(make_mirror, tmp_path, 2)
     old, middle, new = images(hub)
+    await passes(first, second)  # each knows the other evicts: the first acts
     await pull_all(session, second, old)  # pinned there: v0
     clock.advance(STEP)
     for image in (middle, new):
         await pull_all(session, first, image)
         clock.advance(STEP)
+    clock.advance(PASS)
     await passes(second, first)
     clock.advance(GRACE + PASS)
     await passes(second, first)
@@ -171,11 +173,15 @@ async def test_a_use_within_the_grace_keeps_what_eviction_chose(
     first = await numbered(make_mirror, tmp_path, 1)
     second = await numbered(make_mirror, tmp_path, 2)
     old, middle, new = images(hub)
+    await passes(first, second)  # each knows the other evicts: the first acts
     for image in (old, middle, new):
         await pull_all(session, first, image)
         clock.advance(STEP)
-    await passes(second, first)  # `old` is doomed now
-    clock.advance(60)
+    clock.advance(PASS)
+    await passes(second, first)
+    text = await scrape(session, first)
+    assert metric_value(text, "mirror_bucket_doomed_objects") == 1  # `old`'s layer
+    clock.advance(STEP)
     layer = old.layer_digests[0]
     async with session.get(second.make_url(f"/v2/{REPO}/blobs/{layer}")) as resp:
         assert (resp.status, await resp.read()) == (200, bytes([65]) * LAYER)
