@@ -6,6 +6,7 @@ one replica keeps its objects in the bucket for all."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,37 @@ async def test_a_usage_report_that_does_not_parse_is_ignored(
     clock.advance(31 * DAY)
     await janitor_pass(mirror)
     assert not await has_tag(mirror, REPO, "v1"), "retention did not run past a report that lies"
+
+
+async def test_a_usage_report_dated_ahead_keeps_nothing(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A replica whose clock runs a year ahead (or a planted report) would keep what it names
+    for a year: a report written later than the reader's clock allows is ignored."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 100])
+    mirror = await make_mirror(storage_path=tmp_path / "only")
+    await pull_all(session, mirror, image)
+    ahead = clock.now + 365 * DAY
+    report = {
+        "replica": "ahead",
+        "written_at": ahead,
+        "tags": [["docker.io", REPO, "v1", ahead]],
+        "digests": {digest: ahead for digest in (image.manifest_digest, *image.layer_digests)},
+    }
+    await asyncio.to_thread(
+        lambda: seaweedfs.client().put_object(
+            Bucket=aging, Key=f"{KEY_PREFIX}usage/ahead.json", Body=json.dumps(report).encode()
+        )
+    )
+    clock.advance(31 * DAY)
+    await janitor_pass(mirror)
+    assert not await has_tag(mirror, REPO, "v1"), "a report from the future kept a tag"
 
 
 @pytest.mark.parametrize("failing", ["get_object", "get_paginator"])
