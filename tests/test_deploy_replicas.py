@@ -114,9 +114,8 @@ def test_the_overlay_config_is_s3_and_reads_the_mounted_secret(tmp_path: Path) -
     assert config.storage.backend == "s3" and config.storage.s3 is not None
     assert config.storage.s3.access_key == "access-key-value"
     assert config.storage.s3.secret_key == "secret-key-value"
-    # Several replicas on one bucket: no eviction that deletes the others' objects.
-    raw_storage = tomllib.loads(text)["storage"]
-    assert "max_size" not in raw_storage and "max_unused_age" not in raw_storage
+    # The bucket is bounded (one replica evicts for all) and aged out by every replica's pulls.
+    assert config.storage.max_size > 0 and config.storage.max_unused_age > 0
     base = documents((BASE / "configmap.yaml").read_text())[0]
     assert overlay_file("configmap.yaml")["metadata"]["name"] == base["metadata"]["name"]
 
