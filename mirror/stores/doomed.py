@@ -23,8 +23,9 @@ from mirror.stores.records import BlobRow
 @dataclass(frozen=True, slots=True)
 class Doomed:
     digest: str
-    # Eviction: the last use known when it chose the object (a later use keeps it). None:
-    # retention's (a use within max_unused_age keeps it).
+    # Eviction: the last use known when it chose the object (a later use keeps it; -inf when
+    # no report named it: any use reported keeps it). None: retention's (a use within
+    # max_unused_age keeps it).
     used_at: float | None
 
 

@@ -92,11 +92,14 @@ class S3UsageBoard:
         self._published = now
         return True
 
-    async def others(self, now: float, stale_before: float, live_after: float) -> Reports | None:
+    async def others(
+        self, now: float, stale_before: float, live_after: float, doomed_after: float
+    ) -> Reports | None:
         """Every other replica's usage, merged; None when the bucket could not be read whole
         (retention and eviction then wait: they never remove on part of the picture). Reports
         written before `stale_before` are removed: nothing in them can keep anything. Those
-        written since `live_after` name the replicas that evict."""
+        written since `live_after` name the replicas that evict; what those written before
+        `doomed_after` list as doomed is not: their replica is gone and deletes nothing more."""
         reports = Reports(Usage())
         client = self._blobs.client
         bucket = self._blobs.config.bucket
@@ -113,7 +116,7 @@ class S3UsageBoard:
                     report = await self._read(key)
                     if report is None:
                         continue
-                    written_at, evicts, usage = report
+                    written_at, evictor, usage = report
                     if written_at > now + CLOCK_SKEW:
                         log.warning("ignoring usage report %s: written in the future", key)
                         continue
@@ -121,17 +124,22 @@ class S3UsageBoard:
                         await self._remove_stale(key)
                         continue
                     usage.clamp(written_at)
+                    if written_at < doomed_after:
+                        usage.doomed = set()  # still in the bucket: counted, chosen again
+                    if evictor is not None and written_at >= live_after:
+                        reports.evictors.add(evictor)
                     reports.usage.merge(usage)
-                    if evicts and written_at >= live_after:
-                        reports.evictors.add(key[len(self._folder_prefix) : -len(".json")])
         except ERRORS as exc:
             log.warning("could not read the replicas' usage from the bucket: %s", exc)
             return None
         return reports
 
-    async def _read(self, key: str) -> tuple[float, bool, Usage] | None:
-        """A report, or None when it is gone meanwhile or does not parse (logged: a report
-        that lies can only make retention keep or remove what it would anyway by age)."""
+    async def _read(self, key: str) -> tuple[float, str | None, Usage] | None:
+        """A report, with the replica that evicts by it (None: not one), or None when it is
+        gone meanwhile or does not parse (logged: a report that lies can only make retention
+        keep or remove what it would anyway by age). Only a replica's own report, at
+        `usage/<its id>.json` and naming that id, can make the others wait for it to evict:
+        any other object there would sort below every real id."""
         try:
             answer: Any = await self._blobs.client.get_object(
                 Bucket=self._blobs.config.bucket, Key=key
@@ -153,7 +161,10 @@ class S3UsageBoard:
             written_at = float(document["written_at"])
             if not math.isfinite(written_at):
                 raise ValueError("written_at is not a time")
-            return written_at, document.get("evicts") is True, Usage.from_json(document)
+            name = key[len(self._folder_prefix) :].removesuffix(".json")
+            own = key == self._key(name) and _ID.fullmatch(name) is not None
+            evicts = own and document.get("replica") == name and document.get("evicts") is True
+            return written_at, name if evicts else None, Usage.from_json(document)
         # RecursionError: nested deeper than the parser goes; OverflowError: a number too large.
         except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
             log.warning("ignoring usage report %s: %s", key, exc)

@@ -160,5 +160,5 @@ class UsageBoard(Protocol):
     async def publish(self, usage: Usage, now: float) -> bool: ...
 
     async def others(
-        self, now: float, stale_before: float, live_after: float
+        self, now: float, stale_before: float, live_after: float, doomed_after: float
     ) -> Reports | None: ...

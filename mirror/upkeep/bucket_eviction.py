@@ -92,6 +92,8 @@ class BucketEviction:
         evicted = Evicted()
         if self.acts(exchanged):
             evicted = await self._evict(now, exchanged)
+        else:
+            self._metrics.bucket.blob_bytes.set(0)  # another replica's listing counts now
         await self._shared.delete_due(now, exchanged.others.usage, cutoff)
         return evicted
 
@@ -134,7 +136,10 @@ class BucketEviction:
                 break
             if str(item.digest) in uses.pinned or self._leases.busy(item.digest):
                 continue
-            chosen.append((item.digest, last_use(item)))
+            # The last use known: a use reported later keeps it. A blob no report names has
+            # none (-inf): its creation, on the bucket's clock, orders it, but a replica that
+            # served it before the doom reports that use on its own clock, maybe earlier.
+            chosen.append((item.digest, uses.last_use(str(item.digest))))
             freed += item.size
         # Rows and doom in one transaction, in the step the totals change (as a sweep's).
         self._keeper.forget(await self._doomed.evict(chosen, now), delete=False)

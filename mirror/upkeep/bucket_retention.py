@@ -73,8 +73,12 @@ class BucketRetention:
         mine.doomed = await self._doomed.digests()
         await self._board.publish(mine, now)  # a failure is logged; others read the last one
         # A report older than the cutoff and the grace can keep nothing any more; one written
-        # within the grace names a replica that is alive.
-        others = await self._board.others(now, cutoff - self.grace, now - self.grace)
+        # within the grace names a replica that is alive. One written within two graces lists
+        # as doomed what its replica deletes at its passes (every third of a grace), once a
+        # grace has passed; an older one names a replica gone, whose doomed objects stay.
+        others = await self._board.others(
+            now, cutoff - self.grace, now - self.grace, now - 2 * self.grace
+        )
         self.latest = None if others is None else Exchanged(now, mine, others)
         return self.latest
 

@@ -1,0 +1,156 @@
+"""Eviction across replicas when things go wrong: a planted usage report that names a replica
+sorting below every real one; an acting replica that is gone before deleting what it doomed;
+a blob another replica served before the doom, reported after it; the replica that stopped
+acting; and the metrics afterwards.
+
+Replicas as in test_s3_eviction.py: fixed ids (the lowest acts), one fake clock, a real S3
+server's bucket, the janitor's passes called by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from fakes import FakeClock, FakeHub
+from fakes.client import MakeMirror
+from fakes.ops import metric_value, scrape
+from support.s3server import S3Server
+
+from .conftest import KEY_PREFIX
+from .replicas import GRACE, blob_keys, janitor_pass, pull_all, stored
+from .test_s3_eviction import BOUND, PASS, STEP, evicted, images, layer_key, numbered, passes
+
+
+@pytest.fixture
+def bounded(bucket: str, mirror_config: dict[str, Any]) -> str:
+    mirror_config["storage"]["max_size"] = BOUND
+    return bucket
+
+
+async def plant(server: S3Server, bucket: str, name: str, document: dict[str, Any]) -> None:
+    body = json.dumps(document).encode()
+    await asyncio.to_thread(
+        lambda: server.client().put_object(
+            Bucket=bucket, Key=f"{KEY_PREFIX}usage/{name}", Body=body
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "replica"),
+    [("0000.json", "0000"), ("0", "0"), ("0" * 32 + ".json", "someone-else")],
+    ids=["short-id", "no-suffix", "not-its-own-name"],
+)
+async def test_a_planted_report_below_every_replica_does_not_stop_eviction(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    name: str,
+    replica: str,
+) -> None:
+    """Only a report a replica wrote (`usage/<its id>.json`, naming that id) can make the
+    others wait for it: an object under usage/ whose name no replica has sorts below every
+    real id, and stopped every replica from evicting while it was fresh."""
+    first = await numbered(make_mirror, tmp_path, 1)
+    for image in images(hub):
+        await pull_all(session, first, image)
+        clock.advance(STEP)
+    planted = {"replica": replica, "written_at": clock.now, "evicts": True}
+    await plant(seaweedfs, bounded, name, {**planted, "tags": [], "digests": {}})
+    clock.advance(PASS)
+    await passes(first)
+    assert await evicted(session, first) == 1, "a planted report kept every replica waiting"
+
+
+async def test_what_a_gone_replica_doomed_counts_against_the_bound_again(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """docs/scale-out.md: what a gone actor "doomed and did not delete stays in the bucket
+    until chosen again". Its report still lists it as doomed until the report is stale (the
+    whole window, 7 days): the next actor must not take that for a delete to come."""
+    second = await numbered(make_mirror, tmp_path, 2)
+    old, middle, new = images(hub)
+    for image in (old, middle, new):
+        await pull_all(session, second, image)
+        clock.advance(STEP)
+    await passes(second)  # alone: it acts, dooms `old`'s layer, and is gone before the grace ends
+    first = await numbered(make_mirror, tmp_path, 1)
+    clock.advance(2 * GRACE + PASS)  # the second's report names a replica gone
+    await passes(first)
+    clock.advance(GRACE + PASS)
+    await passes(first)
+    left = await stored(seaweedfs, bounded)
+    assert layer_key(old) not in left, "the bucket stayed over the bound for the window"
+    assert blob_keys(middle) | blob_keys(new) <= left
+
+
+async def test_a_blob_served_elsewhere_before_the_doom_is_kept(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    mirror_config: dict[str, Any],
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A blob no report names is ordered by its creation, on the bucket's clock brought to the
+    acting replica's; the replica that filled and served it reports that on its own clock,
+    after the doom. Its use must keep the blob, whichever clock reads later (here the fake
+    clock runs behind the bucket's: creation maps to the acting replica's pass)."""
+    mirror_config["storage"]["low_water"] = 0.1  # everything unpinned goes
+    first = await numbered(make_mirror, tmp_path, 1)
+    second = await numbered(make_mirror, tmp_path, 2)
+    pulled = images(hub)
+    await passes(first, second)  # each knows the other evicts: the first acts
+    clock.advance(PASS)
+    for image in pulled:  # served by the second, not reported yet
+        await pull_all(session, second, image)
+    clock.advance(STEP)
+    await passes(first)
+    assert await evicted(session, first) > 0
+    clock.advance(STEP)
+    await passes(second)  # its report shows the reads, made before the doom
+    clock.advance(GRACE)
+    await passes(first)
+    left = await stored(seaweedfs, bounded)
+    assert set().union(*map(blob_keys, pulled)) <= left, "deleted what a replica was serving"
+
+
+async def test_a_replica_that_no_longer_acts_shows_no_bucket_total(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """mirror_bucket_blob_bytes: "only the replica that evicts lists, the others show 0". The
+    dashboard takes the max over replicas: one that acted before keeps a stale total."""
+    second = await numbered(make_mirror, tmp_path, 2)
+    for image in images(hub, 2):
+        await pull_all(session, second, image)
+        clock.advance(STEP)
+    await passes(second)  # alone: it acts (under the bound)
+    assert metric_value(await scrape(session, second), "mirror_bucket_blob_bytes")
+    first = await numbered(make_mirror, tmp_path, 1)
+    await passes(first)  # the first acts from now on
+    clock.advance(PASS)
+    await janitor_pass(second)
+    assert metric_value(await scrape(session, second), "mirror_bucket_blob_bytes") == 0
