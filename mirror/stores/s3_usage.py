@@ -56,7 +56,9 @@ class S3UsageBoard:
     def __init__(self, blobs: S3Blobs, folder: Path, *, evicts: bool = False) -> None:
         self._blobs = blobs
         self._folder = folder
-        self._evicts = evicts  # storage.max_size is set here: this replica may evict
+        # storage.max_size is set here, and this replica's last attempt to evict went through
+        # (bucket_eviction.py): the others wait for it when its id is the lowest.
+        self.evicts = evicts
         self._replica: str | None = None
         self._folder_prefix = f"{blobs.config.prefix}usage/"
         self._published: float | None = None  # `written_at` of this replica's last report
@@ -75,7 +77,7 @@ class S3UsageBoard:
         document = {
             "replica": self.replica,
             "written_at": now,
-            "evicts": self._evicts,
+            "evicts": self.evicts,
             **usage.as_json(),
         }
         self._published = None

@@ -154,6 +154,9 @@ class Reports:
 class UsageBoard(Protocol):
     """Where replicas on one bucket leave their usage for each other (s3_usage.py)."""
 
+    # What this replica's report says: it evicts, and could at its last attempt.
+    evicts: bool
+
     @property
     def replica(self) -> str: ...
 

@@ -88,30 +88,35 @@ class BucketEviction:
         exchanged = self._shared.latest or await self._shared.exchange(now, cutoff)
         if exchanged is None:
             log.warning("eviction waits: the other replicas' usage could not be read")
+            self._shared.able_to_evict(False)
             return Evicted()
-        evicted = Evicted()
+        done: Evicted | None = Evicted()
         if self.acts(exchanged):
-            evicted = await self._evict(now, exchanged)
+            done = await self._evict(now, exchanged)
         else:
             self._metrics.bucket.blob_bytes.set(0)  # another replica's listing counts now
+        # The others wait for this replica only while it can look at the bucket.
+        self._shared.able_to_evict(done is not None)
         await self._shared.delete_due(now, exchanged.others.usage, cutoff)
-        return evicted
+        return done or Evicted()
 
     def acts(self, exchanged: Exchanged) -> bool:
-        """This replica is the one that evicts: the lowest id of those alive that do."""
+        """This replica is the one that evicts: the lowest id of those alive that do (and
+        could at their last attempt)."""
         me = self._shared.replica
         return min(exchanged.others.evictors | {me}) == me
 
-    async def _evict(self, now: float, exchanged: Exchanged) -> Evicted:
+    async def _evict(self, now: float, exchanged: Exchanged) -> Evicted | None:
+        """What it doomed; None when it could not look at the bucket."""
         offset = exchanged.others.offset
         if offset is None:
             log.warning("eviction waits: this replica's usage report did not reach the bucket")
-            return Evicted()
+            return None
         try:
             objects = await self._inventory()
         except ERRORS as exc:
             log.warning("eviction waits: could not list the bucket's blobs: %s", exc)
-            return Evicted()
+            return None
         # Doomed here or by another replica (one that evicted before this one took over).
         doomed = await self._doomed.digests() | exchanged.others.usage.doomed
         live = [item for item in objects if str(item.digest) not in doomed]

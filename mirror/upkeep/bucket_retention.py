@@ -82,6 +82,12 @@ class BucketRetention:
         self.latest = None if others is None else Exchanged(now, mine, others)
         return self.latest
 
+    def able_to_evict(self, able: bool) -> None:
+        """Whether this replica's next reports say it evicts: not after an attempt that could
+        not look at the bucket, so that the next lowest id acts meanwhile (this one tries
+        again at each pass while it has the lowest id)."""
+        self._board.evicts = able
+
     async def publish_doomed(self, exchanged: Exchanged, now: float) -> None:
         """This replica's report again, with what it has just doomed."""
         exchanged.mine.doomed = await self._doomed.digests()

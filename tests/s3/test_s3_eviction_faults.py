@@ -22,7 +22,7 @@ from fakes.ops import metric_value, scrape
 from support.s3server import S3Server
 
 from .conftest import KEY_PREFIX
-from .replicas import GRACE, blob_keys, janitor_pass, pull_all, stored
+from .replicas import GRACE, blob_keys, janitor_pass, pull_all, records_of, refusing, stored
 from .test_s3_eviction import BOUND, PASS, STEP, evicted, images, layer_key, numbered, passes
 
 
@@ -154,3 +154,53 @@ async def test_a_replica_that_no_longer_acts_shows_no_bucket_total(
     clock.advance(PASS)
     await janitor_pass(second)
     assert metric_value(await scrape(session, second), "mirror_bucket_blob_bytes") == 0
+
+
+class Refused:
+    """A listing the bucket refuses at its first page."""
+
+    def __aiter__(self) -> Refused:
+        return self
+
+    async def __anext__(self) -> Any:
+        await refusing("ListObjectsV2")()
+
+
+class BlobsUnlisted:
+    """A paginator that lists everything but the blobs (a key whose policy allows listing
+    the usage reports only, or a listing of the blobs that times out every time)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def paginate(self, **kwargs: Any) -> Any:
+        if str(kwargs["Prefix"]).endswith("blobs/"):
+            return Refused()
+        return self._inner.paginate(**kwargs)
+
+
+async def test_a_replica_that_cannot_list_the_blobs_lets_the_next_one_act(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lowest id alive acts; one that is alive but cannot look at the blobs evicted
+    nothing, and kept every other replica waiting for it for as long as it ran."""
+    first = await numbered(make_mirror, tmp_path, 1)
+    second = await numbered(make_mirror, tmp_path, 2)
+    await passes(first, second)  # each knows the other evicts: the first acts
+    for image in images(hub):
+        await pull_all(session, second, image)
+        clock.advance(STEP)
+    client = records_of(first)._blobs.client
+    listing = client.get_paginator
+    monkeypatch.setattr(client, "get_paginator", lambda name: BlobsUnlisted(listing(name)))
+    for _ in range(3):
+        clock.advance(PASS)
+        await passes(first, second)
+    assert await evicted(session, first, second) == 1, "nobody evicted"
