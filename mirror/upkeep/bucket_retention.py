@@ -96,15 +96,23 @@ class BucketRetention:
     async def delete_due(self, now: float, elsewhere: Usage, cutoff: float) -> int:
         """Delete the objects doomed at least `grace` ago that nobody uses; how many. An
         object eviction chose is kept when a replica used it after its last use known then;
-        one retention chose, when a replica used it within the age (since `cutoff`)."""
+        one retention chose, when a replica used it within the age (since `cutoff`). What is
+        pinned or locked now on any replica is kept: a bundle import locks its tags only
+        after storing their blobs, and a pass in between may have doomed one."""
         settled: list[str] = []
         deleted = 0
-        for doomed in await self._doomed.due(now - self.grace):
+        due = await self._doomed.due(now - self.grace)
+        pinned = set(elsewhere.pinned)
+        if due and self._pinned is not None:
+            pinned |= {str(digest) for digest in await self._pinned()}
+        for doomed in due:
             digest = doomed.digest
             parsed = Digest.parse(digest)
             if self._leases.busy(parsed):
                 continue  # a reader here: the next pass looks again
-            if (
+            if digest in pinned:
+                log.info("kept %s in the bucket: pinned or locked on a replica", digest)
+            elif (
                 elsewhere.digest_used(digest, cutoff)
                 if doomed.used_at is None
                 else elsewhere.last_use(digest) > doomed.used_at

@@ -21,9 +21,21 @@ from fakes.client import MakeMirror
 from fakes.ops import metric_value, scrape
 from support.s3server import S3Server
 
+from mirror.web.appkeys import MIRROR
+
 from .conftest import KEY_PREFIX
 from .replicas import GRACE, blob_keys, janitor_pass, pull_all, records_of, refusing, stored
-from .test_s3_eviction import BOUND, PASS, STEP, evicted, images, layer_key, numbered, passes
+from .test_s3_eviction import (
+    BOUND,
+    PASS,
+    REPO,
+    STEP,
+    evicted,
+    images,
+    layer_key,
+    numbered,
+    passes,
+)
 
 
 @pytest.fixture
@@ -204,3 +216,33 @@ async def test_a_replica_that_cannot_list_the_blobs_lets_the_next_one_act(
         clock.advance(PASS)
         await passes(first, second)
     assert await evicted(session, first, second) == 1, "nobody evicted"
+
+
+async def test_content_locked_after_the_doom_is_not_deleted(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A bundle import stores its blobs first and locks its tags last: an eviction pass in
+    between may doom a blob of it (unlocked, not yet pulled by anyone). Once locked, the
+    import's content must stay (an offline site cannot fetch it again), though nobody reads
+    it within the grace."""
+    first = await numbered(make_mirror, tmp_path, 1)
+    old, middle, new = images(hub)
+    for image in (old, middle, new):
+        await pull_all(session, first, image)
+        clock.advance(STEP)
+    await passes(first)  # alone: it acts, and dooms `old`'s layer
+    assert await evicted(session, first) == 1
+    # What the import does last (upkeep/bundle_import.py: _tag).
+    index = first.app[MIRROR].stores.index
+    row = await index.metadata.get_tag("docker.io", REPO, old.tag)
+    assert row is not None
+    await index.put_tag("docker.io", REPO, old.tag, row, 300.0, locked=True, pulled_at=clock.now)
+    clock.advance(GRACE + PASS)
+    await passes(first)
+    assert layer_key(old) in await stored(seaweedfs, bounded), "deleted a locked tag's layer"
