@@ -92,7 +92,11 @@ class BucketEviction:
             return Evicted()
         done: Evicted | None = Evicted()
         if self.acts(exchanged):
-            done = await self._evict(now, exchanged)
+            try:
+                done = await self._evict(now, exchanged)
+            except Exception:
+                self._shared.able_to_evict(False)  # the janitor logs it and tries again
+                raise
         else:
             self._metrics.bucket.blob_bytes.set(0)  # another replica's listing counts now
         # The others wait for this replica only while it can look at the bucket.

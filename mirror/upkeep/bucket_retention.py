@@ -7,8 +7,9 @@ keeps what any replica used, eviction orders by the last use anywhere. The rows 
 either removes go at once; each object is only doomed (the `doomed` table, written in the
 removal's own transaction) and deleted once `storage.s3.delete_grace` has passed, unless a
 report written meanwhile shows a replica reading it, or this replica indexed it again, or a
-reader here holds it, or it is pinned or locked on a replica by then. So a replica that began serving an object shortly before or after the
-removal, and had not reported it yet, is not cut off.
+reader here holds it, or it is pinned or locked on a replica by then. So a replica that began
+serving an object shortly before or after the removal, and had not reported it yet, is not
+cut off.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,41 @@ async def test_content_locked_after_the_doom_is_not_deleted(
     clock.advance(GRACE + PASS)
     await passes(first)
     assert layer_key(old) in await stored(seaweedfs, bounded), "deleted a locked tag's layer"
+
+
+async def test_a_replica_whose_eviction_fails_lets_the_next_one_act(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The acting replica's pass fails after listing (its index cannot be written: a full
+    disk); the janitor logs it and tries again at the next pass, and the others must not
+    wait for it meanwhile."""
+    first = await numbered(make_mirror, tmp_path, 1)
+    second = await numbered(make_mirror, tmp_path, 2)
+    await passes(first, second)  # each knows the other evicts: the first acts
+    for image in images(hub):
+        await pull_all(session, second, image)
+        clock.advance(STEP)
+
+    async def full(*args: Any) -> Any:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    eviction = first.app[MIRROR].upkeep.janitor._bucket_eviction
+    assert eviction is not None
+    monkeypatch.setattr(eviction._doomed, "evict", full)
+    failed = 0
+    for _ in range(3):
+        clock.advance(PASS)
+        try:
+            await janitor_pass(first)
+        except sqlite3.OperationalError:
+            failed += 1
+        await passes(second)
+    assert failed
+    assert await evicted(session, second) == 1, "nobody evicted"
