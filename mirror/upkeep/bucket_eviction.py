@@ -2,16 +2,18 @@
 bucket (under the prefix), whichever replicas stored them.
 
 No replica's index sees the whole bucket, and no replica sees the others' clients, so one
-replica acts, on the whole picture: the replica with the lowest id among those whose report
-(written within the grace) says they evict. At most every `delete_grace` / 3 it lists the
-bucket's blobs (stores/s3_inventory.py) and, when their total less what is already doomed is
-over the bound, chooses the least recently used down to the low-water mark: by the last use any
-replica reported or, when nobody did, by the object's creation (the bucket's LastModified,
-brought to this replica's clock by the offset its own report showed). Pinned content anywhere,
-what other replicas doomed already, and objects a reader here holds are passed by. What it
-chooses is doomed, leaves this replica's index at once, and is deleted after the grace unless a
-replica reports a later use (bucket_retention). So the bound is soft: the bucket may be over it
-between passes and for a grace after one, and a fill is never held up by it.
+replica acts, on the whole picture: the replica with the lowest id among those whose own report
+(written within the grace) says they evict; a replica whose last turn failed says it does not,
+until it evicts again. At most every `delete_grace` / 3 it lists the bucket's blobs
+(stores/s3_inventory.py) and, when their total less what is already doomed is over the bound,
+chooses the least recently used down to the low-water mark: by the last use any replica
+reported or, when nobody did, by the object's creation (the bucket's LastModified, brought to
+this replica's clock by the offset its own report showed). Pinned content anywhere, what
+replicas alive doomed already, and objects a reader here holds are passed by. What it chooses
+is doomed, leaves this replica's index at once, and is deleted after the grace unless a replica
+reports a later use (any use, for one no report named) or pins it (bucket_retention). So the
+bound is soft: the bucket may be over it between passes and for a grace after one, and a fill
+is never held up by it.
 """
 
 from __future__ import annotations
