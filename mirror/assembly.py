@@ -315,3 +315,4 @@ async def _services(mirror: Mirror) -> AsyncIterator[None]:
     finally:
         await mirror.blobs.close()
         await mirror.manifests.close()
+        await mirror.tag_lists.close()
