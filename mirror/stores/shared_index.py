@@ -104,20 +104,22 @@ class SharedIndex:
         children = referenced_digests(manifest.body)
         await self.metadata.put_manifest(manifest, now, upstream, repo, children)
         if publish and self.shared:
-            # Together: the manifest and its links are there before any tag record names it.
-            await asyncio.gather(
-                self.records.put_manifest(manifest),
-                self.records.put_links(upstream, repo, [manifest.digest, *children]),
-            )
+            await self._publish(manifest, upstream, repo, children)
 
     async def republish(self, manifest: StoredManifest, upstream: str, repo: str) -> None:
         """Record a manifest known here in the bucket again, if it is missing there."""
         if self.shared and not await self.records.has_manifest(manifest.digest):
-            children = referenced_digests(manifest.body)
-            await asyncio.gather(
-                self.records.put_manifest(manifest),
-                self.records.put_links(upstream, repo, [manifest.digest, *children]),
-            )
+            await self._publish(manifest, upstream, repo, referenced_digests(manifest.body))
+
+    async def _publish(
+        self, manifest: StoredManifest, upstream: str, repo: str, children: Iterable[Digest]
+    ) -> None:
+        # Together, and awaited by the callers before any tag record names the manifest: a
+        # replica that adopts the tag finds the manifest and its links there.
+        await asyncio.gather(
+            self.records.put_manifest(manifest),
+            self.records.put_links(upstream, repo, [manifest.digest, *children]),
+        )
 
     # -- tags -------------------------------------------------------------------------------
 
