@@ -190,7 +190,7 @@ def build_upkeep(
         retention,
         eviction,
     )
-    purge = PurgeService(stores.index, stores.keeper, sweeper, metrics)
+    purge = PurgeService(stores.index, stores.keeper, stores.leases, sweeper, metrics)
     return Upkeep(janitor, purge, JobRegistry(clock))
 
 

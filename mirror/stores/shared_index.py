@@ -18,7 +18,13 @@ from mirror.manifest_refs import referenced_digests
 from mirror.reference import Digest
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
-from mirror.stores.shared_records import LinkKey, RecordsAway, SharedRecords, TagKey
+from mirror.stores.shared_records import (
+    InUse,
+    LinkKey,
+    RecordsAway,
+    SharedRecords,
+    TagKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +213,10 @@ class SharedIndex:
                 "purged here, but the blob store did not remove the records: purge again"
             )
 
-    def forget_all(self) -> None:
-        if self.shared:
-            self.records.forget_all()
+    async def remove_all(self, in_use: InUse) -> None:
+        """Everything replicas share in the bucket leaves it now, blobs included but those
+        `in_use` keeps (a purge of everything): Unavailable when the bucket refused some."""
+        if self.shared and not await self.records.remove_all(in_use):
+            raise Unavailable(
+                "purged here, but the blob store did not remove everything: purge again"
+            )

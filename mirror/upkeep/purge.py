@@ -8,6 +8,7 @@ from typing import Any
 from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_keeper import BlobKeeper
+from mirror.stores.leases import BlobLeases
 from mirror.stores.records import BlobRow
 from mirror.stores.shared_index import SharedIndex
 from mirror.stores.sweep import Sweeper, Swept
@@ -59,11 +60,17 @@ class PurgeService:
     manifests, links) leave it too, so other replicas stop serving them (shared_index.py)."""
 
     def __init__(
-        self, index: SharedIndex, keeper: BlobKeeper, sweeper: Sweeper, metrics: Metrics
+        self,
+        index: SharedIndex,
+        keeper: BlobKeeper,
+        leases: BlobLeases,
+        sweeper: Sweeper,
+        metrics: Metrics,
     ) -> None:
         self._index = index
         self._metadata = index.metadata
         self._keeper = keeper
+        self._leases = leases
         self._sweeper = sweeper
         self._metrics = metrics
 
@@ -97,17 +104,37 @@ class PurgeService:
 
     async def everything(self, dry_run: bool) -> PurgeReport:
         """Forget all tags, manifests and links, and remove every blob stored now (a download
-        that finishes meanwhile keeps its new blob)."""
+        that finishes meanwhile keeps its new blob). With a bucket, everything under the
+        prefix goes, what only other replicas indexed too; the report counts this replica's
+        index."""
         rows = await self._metadata.blob_rows()
         forgotten = await self._metadata.forget_all(dry_run)
-        if not dry_run:
-            self._index.forget_all()
-            rows = await self._keeper.remove(row.digest for row in rows)
-        blobs = _blobs_report(rows, dry_run)
+        if dry_run:
+            removed = rows
+        elif self._index.shared:
+            removed = await self._metadata.delete_blobs(row.digest for row in rows)
+            # In the step the rows went (see BlobKeeper.forget): an object a client here is
+            # being sent goes when the client lets go; the rest goes with the prefix, below.
+            self._keeper.forget(row for row in removed if self._leases.busy(row.digest))
+            idle = (row for row in removed if not self._leases.busy(row.digest))
+            self._keeper.forget(idle, delete=False)
+        else:
+            removed = await self._keeper.remove(row.digest for row in rows)
+        blobs = _blobs_report(removed, dry_run)
         report = PurgeReport(forgotten.tags, forgotten.manifests, blobs.blobs, blobs.bytes, dry_run)
         if not dry_run:
             self._count(report)
+            # Awaited, as any purge's removals: a refusal is the operator's to see (503).
+            await self._index.remove_all(self._in_use)
         return report
+
+    async def _in_use(self, digests: list[Digest]) -> set[Digest]:
+        """Of these blobs, those whose objects stay: held by a fill or a client here, or
+        stored by a fill since the rows went. Asked in that order: a fill lets go of its
+        blob only after writing the row, so none slips between the two looks."""
+        held = {digest for digest in digests if self._leases.busy(digest)}
+        landed = {row.digest for row in await self._metadata.blob_rows()}
+        return held | (landed & set(digests))
 
     async def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
         if not dry_run:
