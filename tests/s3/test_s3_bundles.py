@@ -1,6 +1,7 @@
 """Bundle imports on a shared bucket: a blob the bucket already holds (this replica stored it,
 or another one did) is indexed, not uploaded again; one this replica indexed but another
-replica removed from the bucket is uploaded again, so the import's images are whole."""
+replica removed from the bucket is uploaded again, so the import's images are whole. A lock
+is checked against the bucket's objects, not against files this replica never has."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .replicas import TOKEN, get, replica
 
 REPO = "myorg/bundled"
 KB = 1024
+RESOLVED_AT = "2026-01-01T00:00:00Z"
 
 
 def bundle_of(hub: FakeHub, image: FakeImage) -> bytes:
@@ -37,7 +39,7 @@ def bundle_of(hub: FakeHub, image: FakeImage) -> bytes:
                 "size": len(image.manifest_bytes),
                 "annotations": {
                     "org.opencontainers.image.ref.name": f"docker.io/{image.repo}:{image.tag}",
-                    "mirror.resolved-at": "2026-01-01T00:00:00Z",
+                    "mirror.resolved-at": RESOLVED_AT,
                 },
             }
         ],
@@ -85,6 +87,34 @@ async def sent(session: aiohttp.ClientSession, mirror: TestServer) -> Sent:
     return Sent(puts or 0.0, out or 0.0)
 
 
+async def missing(
+    session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage
+) -> list[str]:
+    """What `POST /admin/verify-lock` finds missing of the image, as a lock pins it."""
+    entry = {
+        "digest": image.manifest_digest,
+        "mediaType": image.media_type,
+        "resolvedAt": RESOLVED_AT,
+        "platforms": [],
+        "manifests": [
+            {
+                "digest": image.manifest_digest,
+                "mediaType": image.media_type,
+                "platform": None,
+                "size": len(image.manifest_bytes),
+            }
+        ],
+        "size": len(image.manifest_bytes),
+    }
+    lock = {"lockVersion": 1, "images": {f"docker.io/{image.repo}:{image.tag}": entry}}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = mirror.make_url("/admin/verify-lock")
+    async with session.post(url, data=json.dumps(lock), headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        answer: list[str] = (await resp.json())["missing"]
+    return answer
+
+
 def image_of(hub: FakeHub) -> FakeImage:
     layers = [hub.make_blob(256 * KB, seed=70 + n) for n in (0, 1)]
     return hub.add_image(REPO, "v1", layers)
@@ -125,6 +155,7 @@ async def test_an_import_uploads_no_blob_the_bucket_holds(
     assert (report["blobs_added"], report["bytes_added"]) == (0, 0)
     assert elsewhere.puts == records_only, f"{elsewhere} to import blobs another replica stored"
     assert elsewhere.bytes < 256 * KB
+    assert await missing(session, second, image) == []
     hub.faults.registry_status = 503
     hub.reset_counts()
     await serves_every_blob(session, second, hub, image)
@@ -147,10 +178,13 @@ async def test_an_import_restores_a_blob_another_replica_removed(
     _, stored = await import_bundle(session, mirror, bundle)
     layer = image.layer_digests[0]
     key = f"{KEY_PREFIX}blobs/sha256/{layer.split(':', 1)[1]}"
+    assert await missing(session, mirror, image) == []
     await asyncio.to_thread(seaweedfs.client().delete_object, Bucket=bucket, Key=key)
+    assert [layer in line for line in await missing(session, mirror, image)] == [True]
     report, again = await import_bundle(session, mirror, bundle)
     assert (report["blobs_added"], report["bytes_added"]) == (1, 256 * KB)
     assert again.puts == stored.puts - 2  # the records, and the one layer gone
+    assert await missing(session, mirror, image) == []
     hub.faults.registry_status = 503
     hub.reset_counts()
     await serves_every_blob(session, mirror, hub, image)
