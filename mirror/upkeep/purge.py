@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mirror.errors import Unavailable
 from mirror.metrics import Metrics
 from mirror.reference import Digest
 from mirror.stores.blob_keeper import BlobKeeper
@@ -94,12 +95,26 @@ class PurgeService:
         return await self._done(await self._sweeper.manifest(digest, dry_run), dry_run)
 
     async def blob(self, digest: Digest, dry_run: bool) -> PurgeReport:
-        """Remove a stored blob; it is fetched again on the next request."""
+        """Remove a stored blob; it is fetched again on the next request. With a bucket, its
+        object goes whichever replica stored it (a balancer sends the admin request
+        anywhere); the report counts this replica's index."""
         if dry_run:
             row = await self._metadata.blob_row(digest)
             return _blobs_report([row] if row else [], dry_run=True)
-        report = _blobs_report(await self._keeper.remove([digest]))
+        if not self._index.shared:
+            report = _blobs_report(await self._keeper.remove([digest]))
+            self._metrics.removed("purge", blobs=report.blobs, size=report.bytes)
+            return report
+        rows = await self._metadata.delete_blobs([digest])
+        held = self._leases.busy(digest)
+        # Held here: by a client being sent it (deleted once it lets go, as from a folder), or
+        # by a fill storing it (which completes and keeps its new blob).
+        self._keeper.forget(rows, delete=held)
+        report = _blobs_report(rows)
         self._metrics.removed("purge", blobs=report.blobs, size=report.bytes)
+        # Awaited, as any purge's removals: a refusal is the operator's to see (503).
+        if not held and not await self._keeper.backend.remove(digest):
+            raise Unavailable("purged here, but the blob store did not remove it: purge again")
         return report
 
     async def everything(self, dry_run: bool) -> PurgeReport:

@@ -126,3 +126,34 @@ async def test_a_client_reading_during_a_purge_of_everything_gets_every_byte(
     assert hashlib.sha256(first + rest).hexdigest() == image.layer_digests[0].split(":", 1)[1]
     await settled(mirror)
     assert await stored(seaweedfs, bucket) == set()
+
+
+async def test_a_blob_purged_through_a_replica_that_never_indexed_it_leaves_the_bucket(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind a balancer `DELETE /admin/blobs/<digest>` reaches any replica: the object goes
+    (a refusal is a 503), and the replica that served it fetches it again."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 1000])
+    serving = await replica(make_mirror, tmp_path, "serving")
+    await pull_all(session, serving, image)
+    fresh = await replica(make_mirror, tmp_path, "fresh")
+    digest = image.layer_digests[0]
+    url, headers = fresh.make_url(f"/admin/blobs/{digest}"), {"Authorization": f"Bearer {TOKEN}"}
+    client = records_of(fresh)._blobs.client
+    with monkeypatch.context() as refused:
+        refused.setattr(client, "delete_object", refusing("DeleteObject"))
+        async with session.delete(url, headers=headers) as resp:
+            assert resp.status == 503 and "purge again" in await resp.text()
+    async with session.delete(url, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+    key = f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
+    assert key not in await stored(seaweedfs, bucket)
+    hub.reset_counts()
+    await pull_all(session, serving, image)
+    assert hub.count(server="cdn", method="GET") == 1, hub.records()
