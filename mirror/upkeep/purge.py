@@ -92,7 +92,11 @@ class PurgeService:
     async def manifest(self, digest: Digest, dry_run: bool) -> PurgeReport:
         """A manifest, the tags that point at it (the next pull resolves them), and what only
         it held."""
-        return await self._done(await self._sweeper.manifest(digest, dry_run), dry_run)
+        swept = await self._sweeper.manifest(digest, dry_run)
+        # Indexed here or not (a balancer sends the admin request anywhere), the bucket's copy
+        # goes, so no replica adopts it, or a tag record naming it, again. The report counts
+        # this replica's index.
+        return await self._done(swept, dry_run, also=str(digest))
 
     async def blob(self, digest: Digest, dry_run: bool) -> PurgeReport:
         """Remove a stored blob; it is fetched again on the next request. With a bucket, its
@@ -151,14 +155,16 @@ class PurgeService:
         landed = {row.digest for row in await self._metadata.blob_rows()}
         return held | (landed & set(digests))
 
-    async def _done(self, swept: Swept, dry_run: bool) -> PurgeReport:
+    async def _done(self, swept: Swept, dry_run: bool, also: str | None = None) -> PurgeReport:
+        """`also`: a manifest whose bucket record goes, indexed here or not."""
         if not dry_run:
             self._keeper.forget(swept.blobs)  # in the step the rows went: see forget
         report = PurgeReport.of(swept, dry_run)
         if not dry_run:
             self._count(report)
+            manifests = {*swept.manifests, *([also] if also is not None else [])}
             # Awaited: records left in the bucket would be adopted back by the next request.
-            await self._index.remove(swept.tag_keys, swept.link_keys, swept.manifests)
+            await self._index.remove(swept.tag_keys, swept.link_keys, sorted(manifests))
         return report
 
     def _count(self, report: PurgeReport) -> None:

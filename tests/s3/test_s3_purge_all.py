@@ -23,6 +23,7 @@ from .replicas import (
     ACCEPT,
     TOKEN,
     blob_keys,
+    get,
     pull_all,
     records_of,
     refusing,
@@ -157,3 +158,29 @@ async def test_a_blob_purged_through_a_replica_that_never_indexed_it_leaves_the_
     hub.reset_counts()
     await pull_all(session, serving, image)
     assert hub.count(server="cdn", method="GET") == 1, hub.records()
+
+
+async def test_a_manifest_purged_through_a_replica_that_never_indexed_it_leaves_the_bucket(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """The bucket's copy goes, so no replica adopts it (nor a tag record naming it) again: a
+    new replica with the upstream down serves neither the tag nor the digest."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 1000])
+    serving = await replica(make_mirror, tmp_path, "serving")
+    await pull_all(session, serving, image)
+    fresh = await replica(make_mirror, tmp_path, "fresh")
+    url = fresh.make_url(f"/admin/manifests/{image.manifest_digest}")
+    async with session.delete(url, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 200, await resp.text()
+    key = f"{KEY_PREFIX}manifests/sha256/{image.manifest_digest.split(':', 1)[1]}"
+    assert key not in await stored(seaweedfs, bucket)
+    hub.faults.registry_status = 503
+    new = await replica(make_mirror, tmp_path, "new")
+    for reference in ("v1", image.manifest_digest):
+        status, _, _ = await get(session, new, f"/v2/{REPO}/manifests/{reference}")
+        assert status != 200, f"{reference} served from the bucket after its purge"
