@@ -58,7 +58,9 @@ class PurgeService:
     """Purges by image go through the Sweeper (stores/sweep.py: what only the purged content
     holds), blobs through the keeper: rows first, files once no reader holds them; a running
     fill completes and stores its blob. With a bucket, the records of what went (tags,
-    manifests, links) leave it too, so other replicas stop serving them (shared_index.py)."""
+    manifests, links) leave it too, so other replicas stop serving them (shared_index.py),
+    and so do objects other replicas stored: a balancer sends the admin request to any
+    replica. The bucket's removals are awaited; a refusal is a 503 ("purge again")."""
 
     def __init__(
         self,
