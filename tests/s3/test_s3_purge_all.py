@@ -36,9 +36,12 @@ REPO = "library/purged"
 MiB = 1024 * 1024
 
 
-async def purge_everything(session: aiohttp.ClientSession, mirror: TestServer) -> tuple[int, str]:
+async def purge_everything(
+    session: aiohttp.ClientSession, mirror: TestServer, dry_run: bool = False
+) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with session.delete(mirror.make_url("/admin/cache"), headers=headers) as resp:
+    url = mirror.make_url("/admin/cache" + ("?dry_run=1" if dry_run else ""))
+    async with session.delete(url, headers=headers) as resp:
         return resp.status, await resp.text()
 
 
@@ -61,6 +64,9 @@ async def test_a_purge_of_everything_empties_the_prefix_whoever_stored_it(
     await asyncio.to_thread(client.put_object, Bucket=bucket, Key=neighbour, Body=b"theirs")
 
     fresh = await replica(make_mirror, tmp_path, "fresh")
+    before = await stored(seaweedfs, bucket)
+    assert (await purge_everything(session, fresh, dry_run=True))[0] == 200
+    assert await stored(seaweedfs, bucket) == before  # a dry run removes nothing
     assert (await purge_everything(session, fresh))[0] == 200
     assert await stored(seaweedfs, bucket) == set()
     assert set(await asyncio.to_thread(seaweedfs.objects, bucket, "team-b/")) == {neighbour}
