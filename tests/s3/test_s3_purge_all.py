@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from fakes import FakeHub
 from fakes.client import MakeMirror
+from support.poll import eventually
 from support.s3server import S3Server
 
 from mirror.web.appkeys import MIRROR
@@ -190,3 +191,41 @@ async def test_a_manifest_purged_through_a_replica_that_never_indexed_it_leaves_
     for reference in ("v1", image.manifest_digest):
         status, _, _ = await get(session, new, f"/v2/{REPO}/manifests/{reference}")
         assert status != 200, f"{reference} served from the bucket after its purge"
+
+
+async def test_a_download_running_during_a_purge_of_everything_keeps_its_new_blob(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """As on a folder: the purge takes what is stored now; a fill halfway through its
+    upload completes, and its object and row stay (the next request is a hit)."""
+    data = hub.make_blob(20 * MiB, seed=91)
+    digest = hub.add_blob(REPO, data)
+    gate = asyncio.Event()
+    hub.faults.blob_gate = gate  # the second half of the body waits
+    mirror = await replica(make_mirror, tmp_path, "only")
+    url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
+
+    async def fetch() -> bytes:
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            return await resp.read()
+
+    client = asyncio.create_task(fetch())
+    await eventually(
+        lambda: asyncio.to_thread(seaweedfs.uploads, bucket),
+        what="a multipart upload began while the download was held",
+    )
+    assert (await purge_everything(session, mirror))[0] == 200
+    gate.set()
+    assert await client == data
+    key = f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
+    assert key in await stored(seaweedfs, bucket)
+    hub.reset_counts()
+    async with session.get(url) as resp:
+        assert (resp.status, resp.headers["X-Cache"], await resp.read()) == (200, "hit", data)
+    assert hub.count() == 0
