@@ -3,10 +3,11 @@
 Three steps, and the cache changes only in the last: stage every blob, checking its digest as
 it is read (bundle_staging.py); check the whole graph (each image's manifests, configs and
 layers are in the bundle with the sizes their descriptors give, each named image has an
-upstream here, each blob fits under max_size); then commit: blobs (row, then file, through the
-blob keeper), manifests with their links to the image's repository (the cross-repository rule
-then holds offline), tags last. A tag keeps what the cache holds when that was resolved later
-than the bundle's (merge: the newest resolution wins).
+upstream here, each blob fits under max_size); then commit: blobs the store lacks (through the
+blob keeper; one a shared bucket holds already is indexed, not uploaded), manifests with their
+links to the image's repository (the cross-repository rule then holds offline), tags last. A
+tag keeps what the cache holds when that was resolved later than the bundle's (merge: the
+newest resolution wins).
 """
 
 from __future__ import annotations
