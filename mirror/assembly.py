@@ -190,7 +190,7 @@ def build_upkeep(
         retention,
         eviction,
     )
-    purge = PurgeService(stores.index, stores.keeper, sweeper, metrics)
+    purge = PurgeService(stores.index, stores.keeper, stores.leases, sweeper, metrics)
     return Upkeep(janitor, purge, JobRegistry(clock))
 
 
@@ -315,3 +315,4 @@ async def _services(mirror: Mirror) -> AsyncIterator[None]:
     finally:
         await mirror.blobs.close()
         await mirror.manifests.close()
+        await mirror.tag_lists.close()

@@ -117,7 +117,9 @@ def verify_lock(args: argparse.Namespace, config: Config) -> dict[str, Any]:
 
 async def _verify_offline(images: list[LockedImage], config: Config) -> dict[str, Any]:
     async with open_data_folder(config) as data:
-        missing = await check_lock(data.stores.metadata, data.stores.files, config, images)
+        missing = await check_lock(
+            data.stores.metadata, data.stores.backend.size_of, config, images
+        )
     return {"images": len(images), "missing": missing}
 
 

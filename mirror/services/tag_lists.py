@@ -1,5 +1,5 @@
 """Tag lists: asked of the upstream; when it cannot answer, the tags this cache knows (with a
-bucket: the tags any replica recorded there)."""
+bucket: the tags any replica recorded there, one LIST however many clients ask at once)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from mirror.errors import NameUnknown, UpstreamDenied, UpstreamNotFound, UpstreamUnavailable
 from mirror.metrics import Metrics
+from mirror.services.singleflight import SingleFlight
 from mirror.stores.shared_index import SharedIndex
 from mirror.upstream.client import UpstreamRegistry
 
@@ -28,6 +30,12 @@ class TagListService:
         self._index = index
         self._metadata = index.metadata
         self._metrics = metrics
+        # The fallback's lookups: a storm of clients while the upstream is down lists the
+        # bucket once, not once per client.
+        self._known: SingleFlight[list[str]] = SingleFlight()
+
+    async def close(self) -> None:
+        await self._known.close()
 
     async def list(
         self, upstream: UpstreamRegistry, repo: str, n: int | None, last: str | None
@@ -49,7 +57,9 @@ class TagListService:
             # Auth failures too: a broken token path must not hide the tags we know. With a
             # bucket, the tags other replicas recorded count (asked only now: not on the way
             # of every answer the upstream gives).
-            known = await self._index.known_tags(upstream.name, repo)
+            known = await self._known.run(
+                (upstream.name, repo), partial(self._index.known_tags, upstream.name, repo)
+            )
             if not known:
                 raise
             log.warning("serving the tags of %s from cache: %s", repo, _why(exc, upstream))

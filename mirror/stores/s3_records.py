@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
@@ -31,16 +31,13 @@ from mirror.reference import TAG_NAME, Digest
 from mirror.stores.records import StoredManifest, TagRow
 from mirror.stores.s3_blobs import S3Blobs, missing
 from mirror.stores.s3_parts import ERRORS
-from mirror.stores.shared_records import LinkKey, RecordsAway, TagKey
-
-if TYPE_CHECKING:
-    from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
+from mirror.stores.s3_prefix import delete_keys, empty_folder
+from mirror.stores.shared_records import InUse, LinkKey, RecordsAway, TagKey
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what the upstream client accepts too
 MAX_RECORD_BYTES = 64 * 1024
-DELETE_BATCH = 1000  # S3's limit for one DeleteObjects
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 
@@ -180,7 +177,8 @@ class S3Records:
         keys = self._record_keys(tags, links, manifests)
 
         async def delete() -> None:
-            await self._delete(keys)  # a failure is logged: retention's records, a cache
+            # A failure is logged only: retention's records, a cache.
+            await delete_keys(self._blobs.client, self._bucket, keys)
 
         if keys:
             self._background(delete)
@@ -188,10 +186,26 @@ class S3Records:
     async def remove(
         self, tags: Iterable[TagKey], links: Iterable[LinkKey], manifests: Iterable[str]
     ) -> bool:
-        return await self._delete(self._record_keys(tags, links, manifests))
+        keys = self._record_keys(tags, links, manifests)
+        return await delete_keys(self._blobs.client, self._bucket, keys)
 
-    def forget_all(self) -> None:
-        self._background(self._delete_all)
+    async def remove_all(self, in_use: InUse) -> bool:
+        """Everything under the prefix that replicas share: tag records and links, then
+        manifests (no record is left naming what went), then blob objects but those
+        `in_use` keeps. Listed, not taken from this replica's index: other replicas stored
+        objects this one never saw. (Retention's usage reports stay: each replica rewrites
+        its own, and one naming what is gone only keeps nothing.)"""
+        folders = (f"{self._prefix}repositories/", f"{self._prefix}manifests/")
+        removed = [await empty_folder(self._blobs.client, self._bucket, f) for f in folders]
+        blobs = f"{self._prefix}blobs/"
+
+        async def spare(keys: list[str]) -> set[str]:
+            named = {key: digest for key in keys if (digest := _blob_digest(blobs, key))}
+            kept = await in_use(list(named.values()))
+            return {key for key, digest in named.items() if digest in kept}
+
+        removed.append(await empty_folder(self._blobs.client, self._bucket, blobs, spare))
+        return all(removed)
 
     async def close(self) -> None:
         """Wait for removals in flight (before the client closes)."""
@@ -202,39 +216,6 @@ class S3Records:
         task = asyncio.get_running_loop().create_task(work(), name="forget records")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
-
-    async def _delete_all(self) -> None:
-        for folder in ("manifests/", "repositories/"):
-            paginator = self._blobs.client.get_paginator("list_objects_v2")
-            try:
-                async for page in paginator.paginate(
-                    Bucket=self._bucket, Prefix=f"{self._prefix}{folder}"
-                ):
-                    await self._delete([item["Key"] for item in page.get("Contents", [])])
-            except ERRORS as exc:
-                log.warning("could not list %s%s in the bucket: %s", self._prefix, folder, exc)
-
-    async def _delete(self, keys: list[str]) -> bool:
-        """Remove the keys; False (logged) when the bucket did not remove them all."""
-        removed = True
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch: list[ObjectIdentifierTypeDef] = [
-                {"Key": key} for key in keys[start : start + DELETE_BATCH]
-            ]
-            if not batch:
-                continue
-            try:
-                answer = await self._blobs.client.delete_objects(
-                    Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
-                )
-            except ERRORS as exc:
-                log.warning("could not remove %d records from the bucket: %s", len(batch), exc)
-                removed = False
-                continue
-            for error in answer.get("Errors", []):
-                log.warning("could not remove %s from the bucket: %s", error.get("Key"), error)
-                removed = False
-        return removed
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -278,3 +259,12 @@ class S3Records:
             )
         except ERRORS as exc:
             log.warning("S3 PUT of %s failed (other replicas will not see it): %s", key, exc)
+
+
+def _blob_digest(folder: str, key: str) -> Digest | None:
+    """The digest a blob object's key names (`<folder><alg>/<hex>`); None for any other key."""
+    algorithm, _, hex_part = key.removeprefix(folder).partition("/")
+    try:
+        return Digest.parse(f"{algorithm}:{hex_part}")
+    except DigestInvalid:
+        return None

@@ -6,6 +6,10 @@ restarts on its folder goes on with its report; one on a fresh folder (a new pod
 `emptyDir`) starts a new one, and the old report is removed once everything in it has aged
 past `max_unused_age` (it can keep nothing by then).
 
+A copied data folder would give two processes one id, each overwriting the other's report: a
+replica that finds its report is not the one it last wrote takes a new id (and reads the old
+report as another replica's).
+
 A report's times are its writer's clock. One dated ahead of the reader's clock by more than
 CLOCK_SKEW is ignored (it would keep what it names until then), and no use in a report is
 later than the report itself.
@@ -19,6 +23,7 @@ import math
 import os
 import re
 import uuid
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +41,14 @@ _ID = re.compile(r"[0-9a-f]{32}")  # what replica_id makes; anything else is mad
 MAX_REPORT_BYTES = 256 * 1024 * 1024  # far above any real report; a planted giant is refused
 
 
-def replica_id(folder: Path) -> str:
-    """This data folder's replica id, made at its first use."""
+def replica_id(folder: Path, *, anew: bool = False) -> str:
+    """This data folder's replica id, made at its first use (or `anew`)."""
     path = folder / ID_FILE
     try:
         found = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
         found = ""
-    if _ID.fullmatch(found):
+    if _ID.fullmatch(found) and not anew:
         return found
     made = uuid.uuid4().hex
     temp = folder / f"{ID_FILE}.tmp"
@@ -61,7 +66,7 @@ class S3UsageBoard:
         self.evicts = evicts
         self._replica: str | None = None
         self._folder_prefix = f"{blobs.config.prefix}usage/"
-        self._published: float | None = None  # `written_at` of this replica's last report
+        self._etag: str | None = None  # of the report this process last wrote
 
     @property
     def replica(self) -> str:
@@ -72,17 +77,17 @@ class S3UsageBoard:
     def _key(self, replica: str) -> str:
         return f"{self._folder_prefix}{replica}.json"
 
-    async def publish(self, usage: Usage, now: float) -> bool:
-        """Write this replica's report; False (logged) when the bucket did not take it."""
+    async def publish(self, usage: Usage, now: float) -> float | None:
+        """Write this replica's report; the bucket's clock minus this replica's (from the
+        answer's Date header), or None (logged) when the bucket did not take it."""
         document = {
             "replica": self.replica,
             "written_at": now,
             "evicts": self.evicts,
             **usage.as_json(),
         }
-        self._published = None
         try:
-            await self._blobs.client.put_object(
+            answer: Any = await self._blobs.client.put_object(
                 Bucket=self._blobs.config.bucket,
                 Key=self._key(self.replica),
                 Body=json.dumps(document).encode(),
@@ -90,9 +95,14 @@ class S3UsageBoard:
             )
         except ERRORS as exc:
             log.warning("could not publish this replica's usage to the bucket: %s", exc)
-            return False
-        self._published = now
-        return True
+            return None
+        self._etag = answer.get("ETag")
+        date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            return parsedate_to_datetime(date).timestamp() - now
+        except (TypeError, ValueError):
+            log.warning("the bucket's answer has no usable Date header (%r)", date)
+            return None
 
     async def others(
         self, now: float, stale_before: float, live_after: float, doomed_after: float
@@ -112,9 +122,9 @@ class S3UsageBoard:
                 for item in page.get("Contents", []):
                     key = item["Key"]
                     if key == mine:
-                        if self._published is not None:
-                            reports.offset = item["LastModified"].timestamp() - self._published
-                        continue
+                        if self._etag is None or item.get("ETag") == self._etag:
+                            continue
+                        self._copied()  # another process wrote it: read as another's
                     report = await self._read(key)
                     if report is None:
                         continue
@@ -135,6 +145,15 @@ class S3UsageBoard:
             log.warning("could not read the replicas' usage from the bucket: %s", exc)
             return None
         return reports
+
+    def _copied(self) -> None:
+        log.error(
+            "another process writes this replica's usage report (%s): its data folder was"
+            " copied; this replica takes a new id",
+            self.replica,
+        )
+        self._replica = replica_id(self._folder, anew=True)
+        self._etag = None
 
     async def _read(self, key: str) -> tuple[float, str | None, Usage] | None:
         """A report, with the replica that evicts by it (None: not one), or None when it is

@@ -18,7 +18,13 @@ from mirror.manifest_refs import referenced_digests
 from mirror.reference import Digest
 from mirror.stores.metadata import Metadata
 from mirror.stores.records import StoredManifest, TagRow
-from mirror.stores.shared_records import LinkKey, RecordsAway, SharedRecords, TagKey
+from mirror.stores.shared_records import (
+    InUse,
+    LinkKey,
+    RecordsAway,
+    SharedRecords,
+    TagKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +110,22 @@ class SharedIndex:
         children = referenced_digests(manifest.body)
         await self.metadata.put_manifest(manifest, now, upstream, repo, children)
         if publish and self.shared:
-            # Together: the manifest and its links are there before any tag record names it.
-            await asyncio.gather(
-                self.records.put_manifest(manifest),
-                self.records.put_links(upstream, repo, [manifest.digest, *children]),
-            )
+            await self._publish(manifest, upstream, repo, children)
 
     async def republish(self, manifest: StoredManifest, upstream: str, repo: str) -> None:
         """Record a manifest known here in the bucket again, if it is missing there."""
         if self.shared and not await self.records.has_manifest(manifest.digest):
-            children = referenced_digests(manifest.body)
-            await asyncio.gather(
-                self.records.put_manifest(manifest),
-                self.records.put_links(upstream, repo, [manifest.digest, *children]),
-            )
+            await self._publish(manifest, upstream, repo, referenced_digests(manifest.body))
+
+    async def _publish(
+        self, manifest: StoredManifest, upstream: str, repo: str, children: Iterable[Digest]
+    ) -> None:
+        # Together, and awaited by the callers before any tag record names the manifest: a
+        # replica that adopts the tag finds the manifest and its links there.
+        await asyncio.gather(
+            self.records.put_manifest(manifest),
+            self.records.put_links(upstream, repo, [manifest.digest, *children]),
+        )
 
     # -- tags -------------------------------------------------------------------------------
 
@@ -205,6 +213,10 @@ class SharedIndex:
                 "purged here, but the blob store did not remove the records: purge again"
             )
 
-    def forget_all(self) -> None:
-        if self.shared:
-            self.records.forget_all()
+    async def remove_all(self, in_use: InUse) -> None:
+        """Everything replicas share in the bucket leaves it now, blobs included but those
+        `in_use` keeps (a purge of everything): Unavailable when the bucket refused some."""
+        if self.shared and not await self.records.remove_all(in_use):
+            raise Unavailable(
+                "purged here, but the blob store did not remove everything: purge again"
+            )

@@ -8,7 +8,7 @@ bucket without asking the upstream: its index fills lazily from them (shared_ind
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from mirror.reference import Digest
@@ -16,6 +16,8 @@ from mirror.stores.records import StoredManifest, TagRow
 
 TagKey = tuple[str, str, str]  # (upstream, repo, tag)
 LinkKey = tuple[str, str, str]  # (upstream, repo, digest)
+# Of some blobs' digests, those whose objects must stay (in use by this replica).
+InUse = Callable[[list[Digest]], Awaitable[set[Digest]]]
 
 
 class RecordsAway(Exception):
@@ -65,8 +67,10 @@ class SharedRecords(Protocol):
         """Remove those records now (a purge); False (logged) when the bucket refused some."""
         ...
 
-    def forget_all(self) -> None:
-        """Remove every tag record, manifest and link (a purge of everything)."""
+    async def remove_all(self, in_use: InUse) -> bool:
+        """Remove every tag record, manifest and link, and every blob object but those
+        `in_use` keeps, whichever replica stored them (a purge of everything, now); False
+        (logged) when the bucket refused some."""
         ...
 
     async def close(self) -> None:
@@ -113,8 +117,8 @@ class LocalOnly:
     ) -> bool:
         return True
 
-    def forget_all(self) -> None:
-        return None
+    async def remove_all(self, in_use: InUse) -> bool:
+        return True
 
     async def close(self) -> None:
         return None

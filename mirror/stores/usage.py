@@ -146,9 +146,6 @@ class Reports:
     # Replicas whose report, written since the grace began, says they evict (max_size set):
     # the one with the lowest id acts.
     evictors: set[str] = field(default_factory=set)
-    # The bucket's clock minus this replica's, from the report it has just written (its
-    # LastModified against its `written_at`); None when that write failed.
-    offset: float | None = None
 
 
 class UsageBoard(Protocol):
@@ -160,7 +157,10 @@ class UsageBoard(Protocol):
     @property
     def replica(self) -> str: ...
 
-    async def publish(self, usage: Usage, now: float) -> bool: ...
+    async def publish(self, usage: Usage, now: float) -> float | None:
+        """Write this replica's report; the bucket's clock minus this replica's (from the
+        answer's Date), or None when the bucket did not take it."""
+        ...
 
     async def others(
         self, now: float, stale_before: float, live_after: float, doomed_after: float

@@ -8,12 +8,12 @@ until it evicts again. At most every `delete_grace` / 3 it lists the bucket's bl
 (stores/s3_inventory.py) and, when their total less what is already doomed is over the bound,
 chooses the least recently used down to the low-water mark: by the last use any replica
 reported or, when nobody did, by the object's creation (the bucket's LastModified, brought to
-this replica's clock by the offset its own report showed). Pinned content anywhere, what
-replicas alive doomed already, and objects a reader here holds are passed by. What it chooses
-is doomed, leaves this replica's index at once, and is deleted after the grace unless a replica
-reports a later use (any use, for one no report named) or pins it (bucket_retention). So the
-bound is soft: the bucket may be over it between passes and for a grace after one, and a fill
-is never held up by it.
+this replica's clock by the Date of the bucket's answer to its report). Pinned content
+anywhere, what replicas alive doomed already, and objects a reader here holds are passed by.
+What it chooses is doomed, leaves this replica's index at once, and is deleted after the grace
+unless a replica reports a later use (any use, for one no report named) or pins it
+(bucket_retention). So the bound is soft: the bucket may be over it between passes and for a
+grace after one, and a fill is never held up by it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class BucketEviction:
 
     async def _evict(self, now: float, exchanged: Exchanged) -> Evicted | None:
         """What it doomed; None when it could not look at the bucket."""
-        offset = exchanged.others.offset
+        offset = exchanged.offset
         if offset is None:
             log.warning("eviction waits: this replica's usage report did not reach the bucket")
             return None

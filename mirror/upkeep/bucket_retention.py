@@ -35,6 +35,9 @@ class Exchanged:
     at: float
     mine: Usage
     others: Reports
+    # The bucket's clock minus this replica's (the Date of the answer to its report's PUT);
+    # None when that PUT failed.
+    offset: float | None
 
 
 class BucketRetention:
@@ -66,13 +69,10 @@ class BucketRetention:
         return self._board.replica
 
     async def exchange(self, now: float, cutoff: float) -> Exchanged | None:
-        """Publish this replica's usage since `cutoff`; with the others', or None when they
-        could not be read whole (removal then waits: never on part of the picture)."""
-        mine = await recent_usage(self._metadata.database.rows, cutoff, now)
-        if self._pinned is not None:
-            mine.pinned = {str(digest) for digest in await self._pinned()}
-        mine.doomed = await self._doomed.digests()
-        await self._board.publish(mine, now)  # a failure is logged; others read the last one
+        """Read the other replicas' usage, then publish this replica's since `cutoff`; None
+        when the others' could not be read whole (removal then waits: never on part of the
+        picture). Read first: a report of this replica's id that this process did not write
+        (a copied data folder) is found before it would be overwritten."""
         # A report older than the cutoff and the grace can keep nothing any more; one written
         # within the grace names a replica that is alive. One written within two graces lists
         # as doomed what its replica deletes at its passes (every third of a grace), once a
@@ -80,7 +80,13 @@ class BucketRetention:
         others = await self._board.others(
             now, cutoff - self.grace, now - self.grace, now - 2 * self.grace
         )
-        self.latest = None if others is None else Exchanged(now, mine, others)
+        mine = await recent_usage(self._metadata.database.rows, cutoff, now)
+        if self._pinned is not None:
+            mine.pinned = {str(digest) for digest in await self._pinned()}
+        mine.doomed = await self._doomed.digests()
+        # A failure is logged; the others read this replica's last report meanwhile.
+        offset = await self._board.publish(mine, now)
+        self.latest = None if others is None else Exchanged(now, mine, others, offset)
         return self.latest
 
     def able_to_evict(self, able: bool) -> None:

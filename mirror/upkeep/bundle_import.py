@@ -3,10 +3,11 @@
 Three steps, and the cache changes only in the last: stage every blob, checking its digest as
 it is read (bundle_staging.py); check the whole graph (each image's manifests, configs and
 layers are in the bundle with the sizes their descriptors give, each named image has an
-upstream here, each blob fits under max_size); then commit: blobs (row, then file, through the
-blob keeper), manifests with their links to the image's repository (the cross-repository rule
-then holds offline), tags last. A tag keeps what the cache holds when that was resolved later
-than the bundle's (merge: the newest resolution wins).
+upstream here, each blob fits under max_size); then commit: blobs the store lacks (through the
+blob keeper; one a shared bucket holds already is indexed, not uploaded), manifests with their
+links to the image's repository (the cross-repository rule then holds offline), tags last. A
+tag keeps what the cache holds when that was resolved later than the bundle's (merge: the
+newest resolution wins).
 """
 
 from __future__ import annotations
@@ -214,9 +215,8 @@ class BundleImporter:
         report.unnamed = plan.unnamed
         now = self._clock()
         for digest, size in plan.blobs.items():
-            row = await self._metadata.blob_row(digest)
-            if row is not None and self._files.size_of(digest) == row.size:
-                continue  # already held: the staged copy is dropped
+            if await self._held(digest, size, now):
+                continue  # the staged copy is dropped
             if await self._keeper.admit(staged.blobs[digest][0], digest, size, now):
                 report.blobs_added += 1
                 report.bytes_added += size
@@ -230,6 +230,20 @@ class BundleImporter:
             if image.reference.tag is not None:
                 await self._tag(image, report)
         return report
+
+    async def _held(self, digest: Digest, size: int, now: float) -> bool:
+        """The store holds this blob already, indexed here from now on. Asked of the store even
+        when a row names it: a file can be lost, and another replica may have purged a shared
+        bucket's object since (an import is often the only source, so it must not trust the
+        row). A bucket's object no row names here was stored by another replica: adopted."""
+        row = await self._metadata.blob_row(digest)
+        if self._keeper.backend.local:
+            return row is not None and self._files.size_of(digest) == row.size
+        if await self._keeper.backend.size_of(digest) != size:
+            return False  # absent (or, against every write's checks, not whole): uploaded
+        if row is None:
+            await self._keeper.adopt(digest, size, now)
+        return True
 
     async def _tag(self, image: NamedImage, report: ImportReport) -> None:
         upstream, repo, tag = image.upstream, image.reference.repository, image.reference.tag

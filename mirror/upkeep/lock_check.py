@@ -3,28 +3,31 @@
 Complete means what an offline pull needs: the tag resolved to the locked digest, every locked
 manifest stored, each config and layer stored (row and file, of the size the row records),
 and all of it linked to the image's repository (else the cross-repository rule would refuse
-it with no upstream to ask). Read-only.
+it with no upstream to ask). Read-only. A blob is asked of the store it lives in: the data
+folder, or the bucket (where another replica may have purged it behind this one's row).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from mirror.config import Config
 from mirror.reference import Digest
-from mirror.stores.blob_files import BlobFiles
 from mirror.stores.metadata import Metadata
 from mirror.upkeep.lockfile import DOCKER_HUB, ImageRef, LockedImage
 
+# The stored blob's size, None when the store does not hold it (BlobBackend.size_of).
+StoredSize = Callable[[Digest], Awaitable[int | None]]
+
 
 async def check_lock(
-    metadata: Metadata, files: BlobFiles, config: Config, images: Sequence[LockedImage]
+    metadata: Metadata, stored: StoredSize, config: Config, images: Sequence[LockedImage]
 ) -> list[str]:
     """What is missing, one line each, naming the image and the digest; empty: all there."""
     problems: list[str] = []
     for image in images:
-        problems += await _check_image(metadata, files, config, image)
+        problems += await _check_image(metadata, stored, config, image)
     return problems
 
 
@@ -36,7 +39,7 @@ def _upstream_name(config: Config, registry: str) -> str | None:
 
 
 async def _check_image(
-    metadata: Metadata, files: BlobFiles, config: Config, image: LockedImage
+    metadata: Metadata, stored: StoredSize, config: Config, image: LockedImage
 ) -> list[str]:
     ref = image.reference
     upstream = _upstream_name(config, ref.registry)
@@ -60,12 +63,12 @@ async def _check_image(
             problems.append(f"{ref}: manifest {digest} not linked to {repo}")
         if text == image.digest and len(wanted) > 1:
             continue  # an index: its platforms are checked in turn
-        problems += await _check_parts(metadata, files, upstream, ref, manifest.body)
+        problems += await _check_parts(metadata, stored, upstream, ref, manifest.body)
     return problems
 
 
 async def _check_parts(
-    metadata: Metadata, files: BlobFiles, upstream: str, ref: ImageRef, body: bytes
+    metadata: Metadata, stored: StoredSize, upstream: str, ref: ImageRef, body: bytes
 ) -> list[str]:
     problems: list[str] = []
     document = json.loads(body)
@@ -79,8 +82,8 @@ async def _check_parts(
         row = await metadata.blob_row(digest)
         if row is None:
             problems.append(f"{ref}: blob {digest} missing")
-        elif files.size_of(digest) != row.size:
-            problems.append(f"{ref}: blob {digest} missing (its file is gone or cut short)")
+        elif await stored(digest) != row.size:
+            problems.append(f"{ref}: blob {digest} missing (gone from the store, or cut short)")
         elif not await metadata.has_link(upstream, repo, digest):
             problems.append(f"{ref}: blob {digest} not linked to {repo}")
     return problems

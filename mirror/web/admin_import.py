@@ -79,7 +79,9 @@ async def verify_lock(request: web.Request) -> dict[str, Any]:
     except OperationError as exc:
         raise BundleRefused(str(exc)) from None
     mirror = request.app[MIRROR]
-    missing = await check_lock(mirror.stores.metadata, mirror.stores.files, mirror.config, images)
+    missing = await check_lock(
+        mirror.stores.metadata, mirror.stores.backend.size_of, mirror.config, images
+    )
     return {"images": len(images), "missing": missing}
 
 

@@ -145,7 +145,6 @@ async def test_purge_everything_through_a_fresh_replica(
     hub.faults.registry_status = 503
     clock.advance(5 * 60 + 1)
     assert (await get(session, serving, f"/v2/{REPO}/manifests/v1"))[0] != 200
-    # (observed, not asserted: blobs only the other replica indexed stay in the bucket)
 
 
 async def test_a_purge_the_bucket_refused_is_not_silently_undone(

@@ -32,6 +32,7 @@ from .replicas import (
     pull_all,
     records_of,
     refusing,
+    replica,
     settled,
     stored,
 )
@@ -234,3 +235,38 @@ async def test_a_tag_locked_on_one_replica_keeps_its_objects_in_the_bucket(
     await settled(other)
     left = await stored(seaweedfs, aging)
     assert blob_keys(image) <= left, "another replica deleted the objects of a locked tag"
+
+
+async def test_a_copied_data_folder_takes_a_new_id_and_reads_the_other_as_another(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    aging: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Two processes on copies of one data folder share its replica id: each would overwrite
+    the other's report and skip it as its own, so one's retention removed what only the
+    other's clients pull."""
+    image = hub.add_image(REPO, "v1", [b"layer" * 1000])
+    copied = "c0" * 16 + "\n"
+    for name in ("original", "copy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "replica-id").write_text(copied)
+    original = await replica(make_mirror, tmp_path, "original")
+    copy = await replica(make_mirror, tmp_path, "copy")
+    await pull_all(session, original, image)
+    await pull_all(session, copy, image)
+    await janitor_pass(original)
+    await janitor_pass(copy)
+
+    clock.advance(20 * DAY)
+    await pull_all(session, copy, image)  # only the copy's clients pull it again
+    await janitor_pass(copy)
+    clock.advance(15 * DAY)
+    await janitor_pass(original)
+    assert await has_tag(original, REPO, "v1"), "the copy's pulls were not seen"
+    assert (tmp_path / "original" / "replica-id").read_text() != copied
+    reports = {key for key in await stored(seaweedfs, aging) if "/usage/" in key}
+    assert len(reports) == 2, reports
