@@ -95,6 +95,9 @@ class S3UsageBoard:
             )
         except ERRORS as exc:
             log.warning("could not publish this replica's usage to the bucket: %s", exc)
+            # It may have landed all the same (an answer lost to a timeout): what the bucket
+            # holds next is not a copy's, and is not compared until this process writes again.
+            self._etag = None
             return None
         self._etag = answer.get("ETag")
         date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from fakes import FakeClock, FakeHub
 from fakes.client import MakeMirror
 from fakes.ops import metric_value, scrape
@@ -285,3 +286,40 @@ async def test_a_replica_whose_eviction_fails_lets_the_next_one_act(
         await passes(second)
     assert failed
     assert await evicted(session, second) == 1, "nobody evicted"
+
+
+async def test_a_report_whose_answer_was_lost_keeps_the_replica_id(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bounded: str,
+    clock: FakeClock,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bucket stored the report but its answer was lost (a read timeout): at the next pass
+    the report's ETag is not one this process saw. Taken for a copied data folder's, the acting
+    replica took a new id, logged an error, and left its old id (the lowest, evicting) alive
+    for a grace: every replica waited for it."""
+    first = await numbered(make_mirror, tmp_path, 1)
+    second = await numbered(make_mirror, tmp_path, 2)
+    await passes(first, second)  # each knows the other evicts: the first acts
+    for image in images(hub):
+        await pull_all(session, second, image)
+        clock.advance(STEP)
+    client = records_of(first)._blobs.client
+    put = client.put_object
+
+    async def lost(**kwargs: Any) -> Any:
+        await put(**kwargs)
+        raise ReadTimeoutError(endpoint_url=seaweedfs.endpoint)
+
+    monkeypatch.setattr(client, "put_object", lost)
+    clock.advance(PASS)
+    await passes(first)  # its report lands; this process never learns its ETag
+    monkeypatch.undo()
+    clock.advance(PASS)
+    await passes(first, second)
+    assert (tmp_path / "replica-1" / "replica-id").read_text().strip() == "1" * 32
+    assert await evicted(session, first, second) == 1
