@@ -4,6 +4,7 @@ bucket, one fake clock), requests to them, the janitor's steps, and what the buc
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,36 @@ async def bucket_ops(session: aiohttp.ClientSession, mirror: TestServer) -> dict
         op: metric_value(text, "mirror_bucket_requests_total", {"operation": op}) or 0.0
         for op in ("GetObject", "HeadObject")
     }
+
+
+async def plant(server: S3Server, bucket: str, name: str, document: dict[str, Any]) -> None:
+    """An object under usage/ that no replica wrote."""
+    body = json.dumps(document).encode()
+    await asyncio.to_thread(
+        lambda: server.client().put_object(
+            Bucket=bucket, Key=f"{KEY_PREFIX}usage/{name}", Body=body
+        )
+    )
+
+
+class Refused:
+    """A listing the bucket refuses at its first page."""
+
+    def __aiter__(self) -> Refused:
+        return self
+
+    async def __anext__(self) -> Any:
+        await refusing("ListObjectsV2")()
+
+
+class BlobsUnlisted:
+    """A paginator that lists everything but the blobs (a key whose policy allows listing
+    the usage reports only, or a listing of the blobs that times out every time)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def paginate(self, **kwargs: Any) -> Any:
+        if str(kwargs["Prefix"]).endswith("blobs/"):
+            return Refused()
+        return self._inner.paginate(**kwargs)

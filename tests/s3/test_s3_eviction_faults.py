@@ -1,7 +1,6 @@
-"""Eviction across replicas when things go wrong: a planted usage report that names a replica
-sorting below every real one; an acting replica that is gone before deleting what it doomed;
-a blob another replica served before the doom, reported after it; the replica that stopped
-acting; and the metrics afterwards.
+"""Eviction across replicas when things go wrong: a planted report, an acting replica gone,
+failing or unable to list, a use reported after the doom, a tag locked after it, a report
+whose answer was lost, and the metrics afterwards.
 
 Replicas as in test_s3_eviction.py: fixed ids (the lowest acts), one fake clock, a real S3
 server's bucket, the janitor's passes called by the test.
@@ -9,8 +8,6 @@ server's bucket, the janitor's passes called by the test.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -25,8 +22,16 @@ from support.s3server import S3Server
 
 from mirror.web.appkeys import MIRROR
 
-from .conftest import KEY_PREFIX
-from .replicas import GRACE, blob_keys, janitor_pass, pull_all, records_of, refusing, stored
+from .replicas import (
+    GRACE,
+    BlobsUnlisted,
+    blob_keys,
+    janitor_pass,
+    plant,
+    pull_all,
+    records_of,
+    stored,
+)
 from .test_s3_eviction import (
     BOUND,
     PASS,
@@ -44,15 +49,6 @@ from .test_s3_eviction import (
 def bounded(bucket: str, mirror_config: dict[str, Any]) -> str:
     mirror_config["storage"]["max_size"] = BOUND
     return bucket
-
-
-async def plant(server: S3Server, bucket: str, name: str, document: dict[str, Any]) -> None:
-    body = json.dumps(document).encode()
-    await asyncio.to_thread(
-        lambda: server.client().put_object(
-            Bucket=bucket, Key=f"{KEY_PREFIX}usage/{name}", Body=body
-        )
-    )
 
 
 @pytest.mark.parametrize(
@@ -168,29 +164,6 @@ async def test_a_replica_that_no_longer_acts_shows_no_bucket_total(
     clock.advance(PASS)
     await janitor_pass(second)
     assert metric_value(await scrape(session, second), "mirror_bucket_blob_bytes") == 0
-
-
-class Refused:
-    """A listing the bucket refuses at its first page."""
-
-    def __aiter__(self) -> Refused:
-        return self
-
-    async def __anext__(self) -> Any:
-        await refusing("ListObjectsV2")()
-
-
-class BlobsUnlisted:
-    """A paginator that lists everything but the blobs (a key whose policy allows listing
-    the usage reports only, or a listing of the blobs that times out every time)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def paginate(self, **kwargs: Any) -> Any:
-        if str(kwargs["Prefix"]).endswith("blobs/"):
-            return Refused()
-        return self._inner.paginate(**kwargs)
 
 
 async def test_a_replica_that_cannot_list_the_blobs_lets_the_next_one_act(
