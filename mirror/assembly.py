@@ -220,6 +220,7 @@ def assemble(config: Config, clock: Clock | None = None) -> Mirror:
     metrics.storage_bytes.set_function(lambda: stores.ledger.bytes)
     metrics.storage_blobs.set_function(lambda: stores.ledger.blobs)
     metrics.storage_limit.set(config.storage.max_size)
+    metrics.storage_shared.set(0 if stores.backend.local else 1)
     tag_lists = TagListService(stores.index, metrics)
     return Mirror(config, metrics, stores, upkeep, router, manifests, blobs, tag_lists, now)
 

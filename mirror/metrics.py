@@ -211,6 +211,12 @@ class Metrics:
         self.storage_limit = Gauge(
             "mirror_storage_limit_bytes", "storage.max_size (0: unbounded).", registry=r
         )
+        self.storage_shared = Gauge(
+            "mirror_storage_shared",
+            "1: the blobs live in an S3 bucket replicas share, and storage.max_size bounds the"
+            " bucket (mirror_bucket_blob_bytes), not this replica's index; 0: the local folder.",
+            registry=r,
+        )
         self.evicted_blobs = Counter(
             "mirror_evicted_blobs_total", "Blobs evicted to stay under max_size.", registry=r
         )
