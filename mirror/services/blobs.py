@@ -123,6 +123,9 @@ class BlobService:
         """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
         fill counts against the limits for `client` (its address)."""
         linked = await self._index.has_link(upstream.name, repo, digest)
+        # With redirects, the bucket is asked for the object while the index is read. Not
+        # before an upstream HEAD (unlinked): the check must be as recent as the request.
+        early = self.bucket.check_soon(digest) if linked and self._redirect else None
         if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send (for the
@@ -136,7 +139,7 @@ class BlobService:
                 self._metrics.cache("blob", "hit")
                 self._ledger.touch(digest, self._clock())
                 if not self._backend.local:
-                    return BucketBlob(digest, size, self._redirect)
+                    return BucketBlob(digest, size, self._redirect, early)
                 return StoredBlob(self._files.path(digest), size)
             fill = self._fills.get(digest)
             if fill is None:
