@@ -20,6 +20,7 @@ from support.seaweedfs import SeaweedFS
 from mirror.reference import Digest
 from mirror.stores.s3_checks import ObjectChecks
 from mirror.stores.s3_presign import Operation, PresignedUrls
+from mirror.web.appkeys import MIRROR
 
 DIGEST = Digest.parse("sha256:" + "ab" * 32)
 REPO = "library/checks"
@@ -112,6 +113,7 @@ async def test_every_redirect_asks_the_bucket_and_is_counted(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:
         assert await resp.read() == data
+    await mirror.app[MIRROR].blobs.uploads_settled()
 
     async def heads(status: str) -> float:
         labels = {"operation": "HeadObject", "status": status}
