@@ -135,9 +135,11 @@ class BlobService:
         """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
         fill counts against the limits for `client` (its address)."""
         linked = await self._index.has_link(upstream.name, repo, digest)
-        # With redirects, the bucket is asked for the object while the index is read. Not
-        # before an upstream HEAD (unlinked): the check must be as recent as the request.
-        early = self.bucket.check_soon(digest) if linked and self._redirect else None
+        # With redirects, the bucket is asked for the object while the index is read; not
+        # before an upstream HEAD (unlinked: the check must be as recent as the request), nor
+        # while the blob is served from this replica's disk (its upload still completing).
+        redirecting = linked and self._redirect and digest not in self._pending
+        early = self.bucket.check_soon(digest) if redirecting else None
         if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send (for the
