@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.reference import Digest
-from mirror.services.fill_upload import FillUpload
+from mirror.stores.blob_backend import Upload
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.metadata import Metadata
@@ -60,7 +60,7 @@ class PendingUploads:
         pending = self._pending.get(digest)
         return None if pending is None else pending.path
 
-    def hand_over(self, digest: Digest, path: Path, size: int, upload: FillUpload) -> None:
+    def hand_over(self, digest: Digest, path: Path, size: int, upload: Upload) -> None:
         """The blob at `path` is verified and its row written: serve it from here, and complete
         `upload` behind the clients."""
         pending = _Pending(path, size)
@@ -98,7 +98,7 @@ class PendingUploads:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    async def _complete(self, digest: Digest, pending: _Pending, upload: FillUpload) -> None:
+    async def _complete(self, digest: Digest, pending: _Pending, upload: Upload) -> None:
         try:
             await upload.finish(pending.size)
         except BaseException as exc:
