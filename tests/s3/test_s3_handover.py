@@ -236,3 +236,37 @@ async def test_a_stop_during_the_upload_leaves_no_half_object(
     assert uploads == [], "an unfinished upload after a stop"
     expected = {key(digest): size} if drain == "waits" else {}
     assert await objects(seaweedfs, bucket) == expected
+
+
+async def test_a_client_reading_the_local_copy_keeps_it_through_completion_and_a_purge(
+    hub: FakeHub,
+    seaweedfs: S3Server,
+    bucket: str,
+    make_mirror: MakeMirror,
+    session: aiohttp.ClientSession,
+) -> None:
+    """A hit sent from the local file while the upload runs: the upload completing and a purge
+    meanwhile do not take the file from under it (it goes with its last reader)."""
+    size = 20 * MIB  # more than the sockets' buffers hold: the hit is still being sent
+    data = FakeHub.make_blob(size, seed=51)
+    digest = hub.add_blob(REPO, data)
+    mirror = await make_mirror(admin_token=TOKEN)
+    hold = Hold(mirror, completing(size))
+    url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
+    assert await fetch(session, url) == (200, "miss", data)
+    await hold.reached.wait()
+    async with session.get(url) as resp:
+        assert resp.headers["X-Cache"] == "hit"
+        first = await resp.content.readexactly(MIB)  # then it stops reading for a while
+        hold.release.set()
+        await mirror.app[MIRROR].blobs.uploads_settled()
+        purge = mirror.make_url(f"/admin/blobs/{digest}")
+        async with session.delete(purge, headers={"Authorization": f"Bearer {TOKEN}"}) as done:
+            assert done.status == 200, await done.text()
+        assert temp_files(mirror), "the local copy went while a client was sent it"
+        assert first + await resp.read() == data
+    await eventually(lambda: temp_files(mirror) == [], what="the local copy gone after its reader")
+    backend = mirror.app[MIRROR].stores.backend
+    assert isinstance(backend, S3Blobs)
+    await backend.settled()
+    assert await objects(seaweedfs, bucket) == {}, "the purged object"
