@@ -24,6 +24,7 @@ from mirror.services.bucket_objects import BucketBlob, BucketObjects
 from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
 from mirror.services.fill_outcomes import client_error, failure_reason
+from mirror.services.fill_upload import FillUpload
 from mirror.services.pending_uploads import PendingUploads
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
@@ -238,28 +239,30 @@ class BlobService:
             reservation = await self._keeper.reserve(size)
 
         self._leases.acquire(digest)
+        # A bucket: parts go up while the download runs; the object appears only after the
+        # digest is verified (finish), and a failed fill leaves nothing (abort).
+        upload = self._backend.begin_upload(fill.temp_path, digest)
+        following = None if upload is None else FillUpload(fill, upload)
+        handed = False  # to PendingUploads, which completes (or aborts) the upload
         alias: Path | None = None
         try:
             await fill.download(partial(upstream.open_blob, repo, digest), reserve)
             stored = fill.temp_path
-            # A bucket: nothing goes up before the bytes are verified; then the upload runs
-            # behind the clients (PendingUploads). Not for a blob larger than the whole bound.
-            upload = None
-            if self._keeper.fits(fill.written):
-                upload = self._backend.begin_upload(fill.temp_path, digest)
-            if upload is not None:
+            # Larger than the whole bound: never stored, so never completed (aborted below).
+            handing = following is not None and self._keeper.fits(fill.written)
+            if handing:
                 # The keeper writes the row and unlinks what it is given: a second name of
                 # the verified file. The temp file stays for the upload and for hits until
-                # the object is complete, so the last byte need not wait for the bucket.
+                # the object is complete (PendingUploads), so the last byte need not wait.
                 stored = alias = self._files.new_temp()
                 os.link(fill.temp_path, alias)
-            handing = upload is not None
             await self._keeper.admit(
                 stored, digest, fill.written, self._clock(), reservation, uploaded=handing
             )
-            if upload is not None:
+            if following is not None and handing:
                 # Before settle, in the same step: the next reader finds the local file.
-                self._pending.hand_over(digest, fill.temp_path, fill.written, upload)
+                self._pending.hand_over(digest, fill.temp_path, fill.written, following)
+                handed = True
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
             self._metrics.fill_failures.labels("cancelled").inc()
@@ -288,5 +291,7 @@ class BlobService:
             self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
             if isinstance(error, DigestMismatch):
                 self._metrics.digest_mismatches.inc()
+            if following is not None and not handed:
+                await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
             await self._index.add_link(upstream.name, repo, digest)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.reference import Digest
-from mirror.stores.blob_backend import Upload
+from mirror.services.fill_upload import FillUpload
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.metadata import Metadata
@@ -62,7 +62,7 @@ class PendingUploads:
         pending = self._pending.get(digest)
         return None if pending is None else pending.path
 
-    def hand_over(self, digest: Digest, path: Path, size: int, upload: Upload) -> None:
+    def hand_over(self, digest: Digest, path: Path, size: int, upload: FillUpload) -> None:
         """The blob at `path` is verified and its row written: serve it from here, and complete
         `upload` behind the clients."""
         pending = _Pending(path, size)
@@ -100,7 +100,7 @@ class PendingUploads:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    async def _complete(self, digest: Digest, pending: _Pending, upload: Upload) -> None:
+    async def _complete(self, digest: Digest, pending: _Pending, upload: FillUpload) -> None:
         try:
             await upload.finish(pending.size)
         except BaseException as exc:

@@ -216,8 +216,7 @@ class S3Blobs:
         return int(answer["ContentLength"])
 
     def begin_upload(self, source: Path, digest: Digest) -> PartUpload:
-        """An upload of `source` (a fill's verified temp file); the object appears only at
-        `finish`."""
+        """An upload that follows a growing file; the object appears only at `finish`."""
         return PartUpload(self.client, self.config.bucket, self.key(digest), source)
 
     async def commit(self, temp: Path, digest: Digest, size: int) -> None:

@@ -1,9 +1,8 @@
-"""One object written to the bucket from a local file: parts go up as the file holds them, and
-the object appears only when `finish` completes it. A fill hands it its temp file once the
-bytes are verified (services/pending_uploads.py), so nothing unverified ever goes up; the file
-may still be growing when `send_ready` is called (the class does not assume it is whole).
+"""One object written to the bucket from a local file that may still be growing (a fill's temp
+file): parts go up as they fill, and the object appears only when `finish` completes it.
 
-A multipart upload is invisible until completed; `abort` (a failed part, a stop) discards it.
+A multipart upload is invisible until completed, so parts sent while the bytes are not yet
+verified expose nothing; `abort` (a mismatch, a cut, a cancelled fill) discards them.
 
 Up to PARTS_IN_FLIGHT parts go up at once: one part at a time left SeaweedFS waiting on each
 answer (93 MiB/s with 8 MiB parts on the bench machine, 148 with two at once, 167 with three;
