@@ -1,11 +1,12 @@
 """Blobs verified on this replica's disk whose upload to the bucket is still running.
 
-A cold fill's last byte waits for size and digest to be verified and for the blob to be on this
-replica's disk (the fill's fsynced temp file), not for the bucket: only then does the upload
-begin (parts read back from the verified file, then CompleteMultipartUpload, or one PUT), and
-it runs behind the clients. Waiting for it made a cold fetch 0.2-0.3x as fast as with the
-filesystem backend on the bench machine, where SeaweedFS writes about 100 MiB/s; uploading
-parts during the download took the shared CPU from the download. Until the object is complete,
+A fill's parts go up while the download runs (services/fill_upload.py: bytes reach the bucket
+as they arrive, invisible until completed). Its last byte waits for size and digest to be
+verified and for the blob to be on this replica's disk (the fill's fsynced temp file), not for
+the bucket: the rest of the upload (the last parts, then CompleteMultipartUpload, or one PUT)
+runs behind the clients. Waiting for it made a cold fetch 0.2-0.3x as fast as with the
+filesystem backend on the bench machine, where SeaweedFS writes about 100 MiB/s. Until the
+object is complete,
 this replica serves the digest from the verified file (hits and Range, with sendfile); once
 complete, the file goes as soon as its last reader lets go, and hits come from the bucket. If
 the upload fails, the row goes (the next request is a miss and fetches again) and the multipart
