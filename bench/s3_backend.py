@@ -7,9 +7,12 @@ Starts SeaweedFS (the tests' fixture) and mirror processes on free 127.0.0.1 por
 `--upstream` (a registry that holds the blob: push a 256 MiB single-layer image to a local
 `docker-registry` with skopeo first), and fetches the blob with curl. Each of --rounds rounds
 starts a fresh mirror per backend (a fresh data folder and, for S3, a fresh bucket) in turn: its
-cold fetch, then --runs warm fetches (for the streamed S3 mirror each one after a direct read of
-the same object, curl on a presigned URL); with redirect = true, also 50 times its 307 and a
-HEAD answered from the index, alternating.
+cold fetch (until the client's last byte; for S3 the bench then waits for the object, whose
+upload completes behind the client), then --runs warm fetches (for the streamed S3 mirror each
+one after a direct read of the same object, curl on a presigned URL); with redirect = true,
+also 50 times its 307, a HEAD answered from the index and a HEAD of the object straight from
+the bucket (curl on a presigned URL: what the 307's check of the object costs the bucket),
+alternating.
 Printed: best and median per figure, and the ratios of the performance targets, each between
 figures taken in the same rounds (the machine is shared: compare ratios, not absolute figures).
 """
@@ -28,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.mirror_process import MirrorProcess, process_config
+from support.poll import wait_until
 from support.seaweedfs import SeaweedFS
 
 MB = 1_000_000
@@ -102,35 +106,50 @@ class Bench:
         try:
             url = self.url(mirror)
             self.note(f"{kind} cold", self.speed(url, "-L"))
+            if backend == "s3":
+                self.stored(mirror)
             direct = self.direct_url(mirror) if kind == "s3" else None
             for _ in range(self.args.runs):
                 if direct is not None:
                     self.note("bucket direct", self.speed(direct))
                 self.note(f"{kind} warm", self.speed(url, "-L"))
             if redirect:
-                self.redirect_latency(url)
+                self.redirect_latency(url, self.direct_url(mirror, "head_object"))
         finally:
             mirror.stop()
 
-    def redirect_latency(self, url: str) -> None:
+    def stored(self, mirror: MirrorProcess) -> None:
+        """Wait for the object: its upload completes after the cold fetch's last byte, and
+        until then hits are sent from the replica's disk (neither streamed nor redirected)."""
+        bucket = mirror.config["storage.s3"]["bucket"]
+        key = f"blobs/sha256/{self.args.digest.split(':', 1)[1]}"
+        wait_until(lambda: key in self.s3.objects(bucket, "blobs/"), what=f"{key} in the bucket")
+        # The local copy goes once the object is complete: hits then come from the bucket.
+        wait_until(lambda: not any((mirror.data / "tmp").iterdir()), what="the local copy gone")
+
+    def redirect_latency(self, url: str, bucket_head: str) -> None:
         """The 307 (a presigned URL of the object) against a HEAD of the blob, which the
         mirror answers from its index alone, alternating: the difference is what redirecting
-        adds."""
-        redirects, heads = [], []
+        adds. And the bucket's own HEAD of the object, which the 307 waits for."""
+        redirects, heads, bucket = [], [], []
         for _ in range(50):
             seconds, _, status = curl(url)
             assert status == 307, status
             redirects.append(seconds * 1000)
             heads.append(curl(url, "-I")[0] * 1000)
+            seconds, _, status = curl(bucket_head, "-I")
+            assert status == 200, status
+            bucket.append(seconds * 1000)
         self.note("307 ms", statistics.median(redirects))
         self.note("HEAD ms", statistics.median(heads))
+        self.note("bucket HEAD ms", statistics.median(bucket))
 
-    def direct_url(self, mirror: MirrorProcess) -> str:
+    def direct_url(self, mirror: MirrorProcess, operation: str = "get_object") -> str:
         """The same object straight from the bucket (curl on a presigned URL)."""
         bucket = mirror.config["storage.s3"]["bucket"]
         key = f"blobs/sha256/{self.args.digest.split(':', 1)[1]}"
         url: str = self.s3.client().generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+            operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
         )
         return url
 
@@ -156,7 +175,10 @@ class Bench:
                 f" median {f['s3 cold'] / f['filesystem cold']:.2f}x"
             )
         if "307 ms" in f:
-            print(f"307 adds (median 307 - median HEAD): {f['307 ms'] - f['HEAD ms']:.2f} ms")
+            print(
+                f"307 adds (median 307 - median HEAD): {f['307 ms'] - f['HEAD ms']:.2f} ms"
+                f"; the bucket's own HEAD by curl (median): {f['bucket HEAD ms']:.2f} ms"
+            )
 
 
 def main() -> None:

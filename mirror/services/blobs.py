@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mirror.services.fill import BlobStream, Fill
 from mirror.services.fill_limits import FillLimits
 from mirror.services.fill_outcomes import client_error, failure_reason
 from mirror.services.fill_upload import FillUpload
+from mirror.services.pending_uploads import PendingUploads
 from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.disk_space import DiskSpace
@@ -82,20 +84,30 @@ class BlobService:
         self._fills: dict[Digest, Fill] = {}
         # With a bucket: its objects (found, read, redirected to, gone); unused otherwise.
         self.bucket = BucketObjects(self._backend, self._metadata, keeper, leases, clock)
+        # Verified here, still being completed in the bucket: served from the local file.
+        self._pending = PendingUploads(files, keeper, self._metadata)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False  # close() waits for the uploads completing behind clients
         metrics.fills_inflight.set_function(lambda: len(self._fills))
 
     async def close(self) -> None:
-        """Cancel running fills and wait for them; their temp files are removed."""
+        """Cancel running fills and wait for them (their temp files are removed); then wait
+        for, or abort, the uploads completing behind their clients (PendingUploads)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stopping = True
+        await self._pending.close()
         await self.bucket.close()
+
+    async def uploads_settled(self) -> None:
+        """Wait for the uploads completing behind their clients (PendingUploads)."""
+        await self._pending.settled()
 
     @contextmanager
     def reading(self, digest: Digest) -> Iterator[None]:
         """Mark a blob in use while a client reads it, so eviction and purges pass it by."""
-        with self._leases.held(digest):
+        with self._leases.held(digest), self._pending.reading(digest):
             yield
 
     async def stat(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> int | None:
@@ -123,6 +135,11 @@ class BlobService:
         """A stored blob, or a reader on the fill that is (or is now) downloading it. A new
         fill counts against the limits for `client` (its address)."""
         linked = await self._index.has_link(upstream.name, repo, digest)
+        # With redirects, the bucket is asked for the object while the index is read; not
+        # before an upstream HEAD (unlinked: the check must be as recent as the request), nor
+        # while the blob is served from this replica's disk (its upload still completing).
+        redirecting = linked and self._redirect and digest not in self._pending
+        early = self.bucket.check_soon(digest) if redirecting else None
         if not self._fetch_unreferenced and not await self._present(digest):
             await self._refuse_unreferenced(repo, digest)
         # Stat after every await, so the file cannot have gone between stat and send (for the
@@ -135,8 +152,10 @@ class BlobService:
             if size is not None:
                 self._metrics.cache("blob", "hit")
                 self._ledger.touch(digest, self._clock())
+                if (verified := self._pending.path(digest)) is not None:
+                    return StoredBlob(verified, size)  # its upload is still completing
                 if not self._backend.local:
-                    return BucketBlob(digest, size, self._redirect)
+                    return BucketBlob(digest, size, self._redirect, early)
                 return StoredBlob(self._files.path(digest), size)
             fill = self._fills.get(digest)
             if fill is None:
@@ -176,7 +195,10 @@ class BlobService:
             return None
         if self._backend.local:
             return self._files.size_of(digest)
-        return await self.bucket.stored_size(digest, filling=digest in self._fills)
+        if digest in self._fills:
+            return None  # its row is written before it settles: readers follow the fill
+        # Verified here but not complete in the bucket: its row, no HEAD of the bucket.
+        return await self.bucket.stored_size(digest, filling=digest in self._pending)
 
     async def _confirm_upstream_holds(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
@@ -205,7 +227,9 @@ class BlobService:
         return fill
 
     async def _run_fill(self, fill: Fill, upstream: UpstreamRegistry, repo: str) -> None:
-        """Download, store through the keeper, and only then release the last byte."""
+        """Download, store through the keeper, and only then release the last byte (with a
+        bucket: once the row is written and the verified file handed over, while the upload
+        completes behind)."""
         digest = fill.digest
         error: BaseException | None = None
         reservation: Reservation | None = None
@@ -219,16 +243,26 @@ class BlobService:
         # digest is verified (finish), and a failed fill leaves nothing (abort).
         upload = self._backend.begin_upload(fill.temp_path, digest)
         following = None if upload is None else FillUpload(fill, upload)
-        streamed = False
+        handed = False  # to PendingUploads, which completes (or aborts) the upload
+        alias: Path | None = None
         try:
             await fill.download(partial(upstream.open_blob, repo, digest), reserve)
+            stored = fill.temp_path
             # Larger than the whole bound: never stored, so never completed (aborted below).
-            if following is not None and self._keeper.fits(fill.written):
-                await following.finish(fill.written)
-                streamed = True
+            handing = following is not None and self._keeper.fits(fill.written)
+            if handing:
+                # The keeper writes the row and unlinks what it is given: a second name of
+                # the verified file. The temp file stays for the upload and for hits until
+                # the object is complete (PendingUploads), so the last byte need not wait.
+                stored = alias = self._files.new_temp()
+                os.link(fill.temp_path, alias)
             await self._keeper.admit(
-                fill.temp_path, digest, fill.written, self._clock(), reservation, uploaded=streamed
+                stored, digest, fill.written, self._clock(), reservation, uploaded=handing
             )
+            if following is not None and handing:
+                # Before settle, in the same step: the next reader finds the local file.
+                self._pending.hand_over(digest, fill.temp_path, fill.written, following)
+                handed = True
         except asyncio.CancelledError:
             error = FillFailed("fill cancelled")
             self._metrics.fill_failures.labels("cancelled").inc()
@@ -245,8 +279,10 @@ class BlobService:
                 reservation.release()  # landed (then already released) or not: no longer counted
             if error is not None:
                 self._files.discard(fill.temp_path)
-            # Renamed into place (if stored) in this same step: a reader that arrives next
-            # finds the stored file, never a temp path that is gone.
+                if alias is not None:
+                    self._files.discard(alias)
+            # Renamed into place or handed over (if stored) in this same step: a reader that
+            # arrives next finds the stored file, never a temp path that is gone.
             fill.settle(error)
             fill.on_settled()  # its bound on running fills is free from this step on
             if self._fills.get(digest) is fill:
@@ -255,7 +291,7 @@ class BlobService:
             self._metrics.upstream_bytes.labels(upstream.name).inc(fill.written)
             if isinstance(error, DigestMismatch):
                 self._metrics.digest_mismatches.inc()
-            if following is not None and not streamed:
+            if following is not None and not handed:
                 await following.abort()  # after settle: its clients are not kept waiting
         if error is None:
             await self._index.add_link(upstream.name, repo, digest)

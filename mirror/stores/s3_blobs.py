@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
@@ -27,7 +28,9 @@ from mirror.config import S3Config
 from mirror.reference import Digest
 from mirror.stores.blob_backend import BlobGone
 from mirror.stores.s3_body import BucketBody
+from mirror.stores.s3_checks import ObjectChecks
 from mirror.stores.s3_parts import ERRORS, PartUpload, unavailable
+from mirror.stores.s3_presign import Operation, PresignedUrls
 from mirror.stores.s3_seen import SeenObjects
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ class S3Blobs:
         self._problem: str | None = None  # what the last check found (logged when it changes)
         self._first_check: asyncio.Task[str | None] | None = None
         self._seen = SeenObjects(config.redirect_memo, time.monotonic)
+        self._urls = PresignedUrls(self._sign, config.presign_ttl, time.monotonic)
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=READ_TIMEOUT)
+        self._checks = ObjectChecks(self._urls, self.key, self._head, metrics, timeout)
 
     def key(self, digest: Digest) -> str:
         return f"{self.config.prefix}blobs/{digest.algorithm}/{digest.hex}"
@@ -100,6 +106,7 @@ class S3Blobs:
             events.register("before-call.s3", self._call_started)
             events.register("after-call.s3", self._call_answered)
             events.register("after-call-error.s3", self._call_failed)
+        self._checks.start(None if self.config.endpoint is None else self.config.endpoint.host)
         # Not awaited: a replica starts while the store is away; wrong credentials or a
         # missing bucket still get their one error line at once, and /readyz says 503.
         self._first_check = asyncio.create_task(self.check(), name="s3 check")
@@ -188,10 +195,16 @@ class S3Blobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_check
         await self.settled()
+        await self._checks.close()
         await self._exit.aclose()
         self._client = None
 
     async def size_of(self, digest: Digest) -> int | None:
+        """Asked of the bucket now (a HEAD on a presigned URL: s3_checks)."""
+        return await self._checks.size(digest)
+
+    async def _head(self, digest: Digest) -> int | None:
+        """The HEAD through aiobotocore: its retries, and its reading of a failure."""
         try:
             answer = await self.client.head_object(Bucket=self.config.bucket, Key=self.key(digest))
         except ClientError as exc:
@@ -259,11 +272,11 @@ class S3Blobs:
                 self._seen.forget(digest)
                 return None
             self._seen.saw(digest)
-        return await self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.config.bucket, "Key": self.key(digest)},
-            ExpiresIn=int(self.config.presign_ttl),
-        )
+        return await self._urls.url("get_object", self.key(digest))
+
+    async def _sign(self, operation: Operation, key: str, seconds: int) -> str:
+        params = {"Bucket": self.config.bucket, "Key": key}
+        return await self.client.generate_presigned_url(operation, Params=params, ExpiresIn=seconds)
 
     async def matches_digest(self, digest: Digest) -> bool | None:
         size = await self.size_of(digest)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.mirror_process import MirrorProcess
+from support.poll import wait_until
 from support.registry import Registry, Request
 from support.s3server import S3Server
 
@@ -100,11 +101,15 @@ class Watch:
 
 
 def blob_sizes(seaweedfs: S3Server, bucket: str, digests: Iterable[str]) -> dict[str, int]:
-    """Each blob's size, as its object in the bucket; every blob must be there."""
-    stored = seaweedfs.objects(bucket, "blobs/")
+    """Each blob's size, as its object in the bucket; every blob must get there (uploads
+    complete behind the cold pull's clients, services/pending_uploads.py)."""
     keys = {digest: f"blobs/sha256/{digest.split(':', 1)[1]}" for digest in digests}
-    missing = sorted(d for d, key in keys.items() if key not in stored)
-    assert not missing, f"blobs not in the bucket after the cold pull: {missing}"
+
+    def all_stored() -> dict[str, int] | None:
+        stored = seaweedfs.objects(bucket, "blobs/")
+        return stored if all(key in stored for key in keys.values()) else None
+
+    stored = wait_until(all_stored, what="every blob in the bucket after the cold pull")
     return {digest: stored[key] for digest, key in keys.items()}
 
 

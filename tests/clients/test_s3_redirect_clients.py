@@ -177,6 +177,8 @@ def test_clients_that_cannot_reach_the_bucket_fail_the_pull(
     make_containerd: ContainerdFactory,
     mirror: MirrorProcess,
     watch: Watch,
+    seaweedfs: S3Server,
+    bucket: str,
     hub_images: dict[str, Image],
 ) -> None:
     """The same mirror, but the sandbox has no way to the bucket's port: what `redirect = true`
@@ -186,6 +188,7 @@ def test_clients_that_cannot_reach_the_bucket_fail_the_pull(
     first = make_dockerd()
     test_dockerd.pull_and_check(first, {image.name: image}, "cold pull, bucket unreachable")
     first.stop()
+    blob_sizes(seaweedfs, bucket, all_blobs([image]))  # stored: hits are redirected from now
 
     mark = watch.mark()
     second = make_dockerd()

@@ -21,7 +21,9 @@ import pytest
 from support.images import Image
 from support.mirror_process import MirrorProcess
 from support.nginx import SHIPPED, Nginx, render
+from support.poll import wait_until
 from support.registry import Registry
+from support.s3server import S3Server
 
 from .conftest import StartReplica
 from .test_skopeo_pull import blob_gets, listing
@@ -167,13 +169,20 @@ def test_hashing_one_upstream_get_for_sixteen_clients_and_a_new_replica_serves_i
 
 
 def test_new_replica_serves_the_bucket_with_the_upstream_stopped(
-    images: dict[str, Image], upstream: Registry, replica: StartReplica
+    images: dict[str, Image],
+    upstream: Registry,
+    replica: StartReplica,
+    seaweedfs: S3Server,
+    bucket: str,
 ) -> None:
     image = images["oci"]
     sizes = blob_sizes(upstream, image)
     first = replica()
     for blob in sorted(image.blobs):
         assert_whole([fetch(first.host, f"/v2/{image.repo}/blobs/{blob}")], blob, sizes[blob])
+    # The first replica's uploads complete behind its clients: in the bucket soon after.
+    keys = {f"blobs/sha256/{blob.split(':', 1)[1]}" for blob in image.blobs}
+    wait_until(lambda: keys <= set(seaweedfs.objects(bucket, "blobs/")), what="blobs uploaded")
     fresh = replica()
     upstream.stop()
     for blob in sorted(image.blobs):

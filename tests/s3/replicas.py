@@ -44,11 +44,13 @@ async def get(
 
 
 async def pull_all(session: aiohttp.ClientSession, mirror: TestServer, image: FakeImage) -> None:
-    """A client pull: the tag, then every blob, each answered whole."""
+    """A client pull: the tag, then every blob, each answered whole; then the uploads that
+    complete behind the clients (services/pending_uploads.py), so the bucket holds the blobs."""
     status, body, _ = await get(session, mirror, f"/v2/{image.repo}/manifests/{image.tag}")
     assert (status, body) == (200, image.manifest_bytes)
     for digest in (image.config_digest, *image.layer_digests):
         assert (await get(session, mirror, f"/v2/{image.repo}/blobs/{digest}"))[0] == 200, digest
+    await mirror.app[MIRROR].blobs.uploads_settled()
 
 
 async def janitor_pass(mirror: TestServer) -> None:

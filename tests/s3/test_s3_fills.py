@@ -15,6 +15,8 @@ from fakes.ops import metric_value, scrape
 from support.poll import eventually
 from support.s3server import S3Server
 
+from mirror.web.appkeys import MIRROR
+
 from .conftest import KEY_PREFIX
 
 REPO = "library/s3"
@@ -52,6 +54,7 @@ async def test_flipped_bytes_leave_nothing_in_the_bucket(
     hub.faults.blob_wrong_bytes = False
     async with session.get(mirror.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert resp.status == 200 and len(await resp.read()) == size
+    await mirror.app[MIRROR].blobs.uploads_settled()  # completed behind the client
     assert seaweedfs.objects(bucket, BLOBS) == {key(digest): size}
 
 
@@ -70,6 +73,7 @@ async def test_large_blob_round_trip_with_ranges(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:
         assert (resp.headers["X-Cache"], await resp.read()) == ("miss", data)
+    await mirror.app[MIRROR].blobs.uploads_settled()  # hits from the bucket from now on
     assert seaweedfs.objects(bucket, BLOBS) == {key(digest): len(data)}
     assert seaweedfs.uploads(bucket) == []
     async with session.get(url) as resp:
@@ -115,6 +119,7 @@ async def test_replica_with_an_empty_folder_needs_no_upstream(
     first = await make_mirror(storage_path=tmp_path / "first")
     async with session.get(first.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
         assert await resp.read() == data
+    await first.app[MIRROR].blobs.uploads_settled()  # the object is complete in the bucket
     second = await make_mirror(storage_path=tmp_path / "second")
     # Linked to the repository once (the upstream must agree the repository holds it)...
     async with session.head(second.make_url(f"/v2/{REPO}/blobs/{digest}")) as resp:
@@ -167,5 +172,6 @@ async def test_parts_go_up_during_the_download_and_appear_only_when_verified(
         assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {}
     else:
         assert body == data
+        await mirror.app[MIRROR].blobs.uploads_settled()  # completed behind the client
         assert await asyncio.to_thread(seaweedfs.objects, bucket, BLOBS) == {key(digest): len(data)}
         assert await asyncio.to_thread(seaweedfs.uploads, bucket) == []

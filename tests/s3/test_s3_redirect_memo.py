@@ -15,6 +15,8 @@ from fakes.client import MakeMirror
 from support.seaweedfs import SeaweedFS
 from yarl import URL
 
+from mirror.web.appkeys import MIRROR
+
 REPO = "library/memo"
 TOKEN = "memo-admin-token"
 
@@ -69,6 +71,7 @@ async def test_object_deleted_by_another_replica(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:  # the fill: stored in the bucket
         assert await resp.read() == data
+    await mirror.app[MIRROR].blobs.uploads_settled()  # completed behind the client
     status, location = await redirected(session, url)  # a HEAD found it: remembered
     assert status == 307 and location is not None
     # Another replica's purge, as the bucket sees it: the object is deleted.
@@ -78,6 +81,7 @@ async def test_object_deleted_by_another_replica(
         # Asked the bucket, found it missing: a miss, fetched again, never a redirect to it.
         assert status == 200
         assert hub.count("cdn", "GET") == 2
+        await mirror.app[MIRROR].blobs.uploads_settled()
         assert seaweedfs.objects(bucket, "blobs/") == {key(digest): len(data)}
     else:
         # The documented window: still redirected, and the bucket answers 404.
@@ -101,6 +105,7 @@ async def test_a_purge_through_the_replica_itself_is_never_redirected_to(
     url = mirror.make_url(f"/v2/{REPO}/blobs/{digest}")
     async with session.get(url) as resp:
         assert await resp.read() == data
+    await mirror.app[MIRROR].blobs.uploads_settled()  # completed behind the client
     status, location = await redirected(session, url)
     assert status == 307 and location is not None
     purge = mirror.make_url(f"/admin/blobs/{digest}")
@@ -110,6 +115,7 @@ async def test_a_purge_through_the_replica_itself_is_never_redirected_to(
     # A miss: fetched again (and stored again); a redirect now points at an object that is there.
     assert status == 200
     assert hub.count("cdn", "GET") == 2
+    await mirror.app[MIRROR].blobs.uploads_settled()
     status, location = await redirected(session, url)
     assert status == 307 and location is not None
     assert await bucket_status(session, location) == 200
