@@ -33,9 +33,12 @@ class BlobKeeper:
     first, then file once no reader holds it; a crash in between leaves a file without a row,
     which the next start removes too.
 
-    With a bucket (a backend that is not `local`) the order of storing is the other way round:
-    the object is uploaded, then the row written, so a row never names an object that never
-    arrived; an object without a row is harmless (other replicas index it when asked for it).
+    With a bucket (a backend that is not `local`) a verified file given to `admit` (a bundle
+    import) is uploaded, then its row written; an object without a row is harmless (other
+    replicas index it when asked for it). A fill's row is written once its bytes are verified
+    on this replica's disk, while its upload completes behind the clients (services/
+    pending_uploads.py serves the local file until then, and removes the row if the upload
+    fails): a row whose object never arrived (a replica killed meanwhile) is a miss when asked.
     """
 
     def __init__(
@@ -90,8 +93,8 @@ class BlobKeeper:
         (its readers finish from their open descriptors, and the file is dropped). A fill that
         reserved its size made room when it began; one without (no announced size) makes it
         now. The reservation becomes stored bytes when the row is written; the caller still
-        releases it when anything fails. `uploaded`: a fill already stored the bytes in the
-        backend (an Upload it finished); only the row is left to write."""
+        releases it when anything fails. `uploaded`: a fill's upload holds the bytes (completed
+        behind its clients, services/pending_uploads.py); only the row is left to write."""
         if self._ledger.too_large(size):
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
