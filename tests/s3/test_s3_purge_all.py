@@ -223,6 +223,7 @@ async def test_a_download_running_during_a_purge_of_everything_keeps_its_new_blo
     assert (await purge_everything(session, mirror))[0] == 200
     gate.set()
     assert await client == data
+    await mirror.app[MIRROR].blobs.uploads_settled()  # completed behind the client
     key = f"{KEY_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
     assert key in await stored(seaweedfs, bucket)
     hub.reset_counts()
