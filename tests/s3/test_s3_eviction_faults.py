@@ -295,4 +295,7 @@ async def test_a_report_whose_answer_was_lost_keeps_the_replica_id(
     clock.advance(PASS)
     await passes(first, second)
     assert (tmp_path / "replica-1" / "replica-id").read_text().strip() == "1" * 32
-    assert await evicted(session, first, second) == 1
+    # The first replica still acts, alone. (How many blobs it takes depends on the order of
+    # objects created in the same second: the config, or the layer with it.)
+    assert await evicted(session, second) == 0
+    assert await evicted(session, first) >= 1
