@@ -17,6 +17,19 @@ from mirror.stores.records import BlobRow
 DELETE_BATCH = 500  # digests per DELETE … IN (…): well under SQLite's variable limit
 
 
+async def delete_rows(db: aiosqlite.Connection, keys: list[str]) -> list[BlobRow]:
+    """In a transaction: delete these blobs' rows; the ones that existed."""
+    deleted: list[BlobRow] = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = keys[start : start + DELETE_BATCH]
+        marks = ", ".join("?" * len(batch))
+        rows = await db.execute_fetchall(
+            f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
+        )
+        deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
+    return deleted
+
+
 class BlobRows:
     """Metadata's blob methods (Metadata is the one object that holds the connection)."""
 
@@ -75,14 +88,6 @@ class BlobRows:
         keys = [str(digest) for digest in digests]
 
         async def statements(db: aiosqlite.Connection) -> list[BlobRow]:
-            deleted: list[BlobRow] = []
-            for start in range(0, len(keys), DELETE_BATCH):
-                batch = keys[start : start + DELETE_BATCH]
-                marks = ", ".join("?" * len(batch))
-                rows = await db.execute_fetchall(
-                    f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
-                )
-                deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
-            return deleted
+            return await delete_rows(db, keys)
 
         return await self._db.write(statements, frees_space=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from mirror.reference import Digest
-from mirror.stores.blob_rows import DELETE_BATCH
+from mirror.stores.blob_rows import DELETE_BATCH, delete_rows
 from mirror.stores.database import Database
 from mirror.stores.records import BlobRow
 
@@ -57,16 +57,7 @@ class DoomedObjects:
                 "INSERT OR REPLACE INTO doomed (digest, since, used_at) VALUES (?, ?, ?)",
                 [(str(digest), now, used_at) for digest, used_at in chosen],
             )
-            keys = [str(digest) for digest, _ in chosen]
-            deleted: list[BlobRow] = []
-            for start in range(0, len(keys), DELETE_BATCH):
-                batch = keys[start : start + DELETE_BATCH]
-                marks = ", ".join("?" * len(batch))
-                rows = await db.execute_fetchall(
-                    f"DELETE FROM blobs WHERE digest IN ({marks}) RETURNING digest, size", batch
-                )
-                deleted.extend(BlobRow(Digest.parse(d), int(size)) for d, size in rows)
-            return deleted
+            return await delete_rows(db, [str(digest) for digest, _ in chosen])
 
         return await self._database.write(statements, frees_space=True)
 
