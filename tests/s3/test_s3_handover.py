@@ -247,7 +247,10 @@ async def test_a_client_reading_the_local_copy_keeps_it_through_completion_and_a
 ) -> None:
     """A hit sent from the local file while the upload runs: the upload completing and a purge
     meanwhile do not take the file from under it (it goes with its last reader)."""
-    size = 20 * MIB  # more than the sockets' buffers hold: the hit is still being sent
+    # More than the sockets' buffers hold, so the hit is still being sent while the client
+    # waits: loopback's autotuned receive buffer grows to 32 MiB here (tcp_rmem), the send
+    # buffer to 4 MiB; with 20 MiB the whole body could sit in the kernel, the file let go.
+    size = 64 * MIB
     data = FakeHub.make_blob(size, seed=51)
     digest = hub.add_blob(REPO, data)
     mirror = await make_mirror(admin_token=TOKEN)
