@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from mirror.cli.serve import SHUTDOWN_TIMEOUT
+from mirror.services import pending_uploads
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "kubernetes"
 OVERLAY = ROOT / "deploy" / "kubernetes-replicas"
@@ -123,6 +126,9 @@ def test_the_overlay_config_is_s3_and_reads_the_mounted_secret(tmp_path: Path) -
 def test_the_overlay_runs_three_replicas_on_empty_dirs() -> None:
     spec = overlay_file("deployment.yaml")["spec"]
     assert spec["replicas"] == REPLICAS
+    # Time for a stop: requests, then the uploads completing behind their clients.
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > SHUTDOWN_TIMEOUT + pending_uploads.DRAIN
     assert spec["strategy"]["type"] == "RollingUpdate"
     (data,) = [v for v in spec["template"]["spec"]["volumes"] if v["name"] == "data"]
     assert "emptyDir" in data and data["persistentVolumeClaim"] is None  # null: drop the base's
