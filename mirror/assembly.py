@@ -26,21 +26,17 @@ from mirror.stores.blob_files import BlobFiles
 from mirror.stores.blob_keeper import BlobKeeper
 from mirror.stores.catalog import Catalog
 from mirror.stores.disk_space import DiskSpace
-from mirror.stores.doomed import DoomedObjects
 from mirror.stores.folder_lock import FolderLock, unusable_folder
 from mirror.stores.leases import BlobLeases
 from mirror.stores.ledger import UsageLedger
 from mirror.stores.metadata import Metadata
 from mirror.stores.pins import Pins
 from mirror.stores.s3_blobs import S3Blobs
-from mirror.stores.s3_inventory import stored_blobs
 from mirror.stores.s3_records import S3Records
-from mirror.stores.s3_usage import S3UsageBoard
 from mirror.stores.shared_index import SharedIndex
 from mirror.stores.shared_records import LocalOnly, SharedRecords
 from mirror.stores.sweep import Sweeper
-from mirror.upkeep.bucket_eviction import EVICTION_WINDOW, BucketEviction
-from mirror.upkeep.bucket_retention import BucketRetention
+from mirror.upkeep.bucket_upkeep import bucket_upkeep
 from mirror.upkeep.janitor import Janitor
 from mirror.upkeep.jobs import JobRegistry
 from mirror.upkeep.purge import PurgeService
@@ -141,34 +137,19 @@ def build_upkeep(
     config: Config, stores: Stores, metrics: Metrics, clock: Clock = time.time
 ) -> Upkeep:
     sweeper = Sweeper(stores.metadata)
-    storage = config.storage
     shared, eviction = None, None
-    bucket = stores.backend if isinstance(stores.backend, S3Blobs) else None
-    if bucket is not None and (storage.max_unused_age > 0 or storage.max_size > 0):
-        doomed = DoomedObjects(stores.metadata.database)
-        shared = BucketRetention(
+    if isinstance(stores.backend, S3Blobs):
+        pinned = partial(sweeper.pinned, pins_of(config))
+        shared, eviction = bucket_upkeep(
+            stores.backend,
+            config.storage,
             stores.metadata,
-            S3UsageBoard(bucket, storage.path, evicts=storage.max_size > 0),
-            doomed,
             stores.keeper,
             stores.leases,
-            bucket.config.delete_grace,
-            metrics.bucket,
-            pinned=partial(sweeper.pinned, pins_of(config)),
+            pinned,
+            metrics,
+            clock,
         )
-        if storage.max_size > 0:
-            eviction = BucketEviction(
-                shared,
-                partial(stored_blobs, bucket),
-                doomed,
-                stores.keeper,
-                stores.leases,
-                max_size=storage.max_size,
-                low_water=storage.low_water,
-                window=storage.max_unused_age or EVICTION_WINDOW,
-                clock=clock,
-                metrics=metrics,
-            )
     retention = Retention(
         sweeper,
         stores.keeper,
