@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,20 +243,15 @@ class BlobService:
         upload = self._backend.begin_upload(fill.temp_path, digest)
         following = None if upload is None else FillUpload(fill, upload)
         handed = False  # to PendingUploads, which completes (or aborts) the upload
-        alias: Path | None = None
         try:
             await fill.download(partial(upstream.open_blob, repo, digest), reserve)
-            stored = fill.temp_path
             # Larger than the whole bound: never stored, so never completed (aborted below).
+            # Otherwise the keeper writes the row and the temp file stays, for the upload and
+            # for hits until the object is complete (PendingUploads): the last byte need not
+            # wait for the bucket.
             handing = following is not None and self._keeper.fits(fill.written)
-            if handing:
-                # The keeper writes the row and unlinks what it is given: a second name of
-                # the verified file. The temp file stays for the upload and for hits until
-                # the object is complete (PendingUploads), so the last byte need not wait.
-                stored = alias = self._files.new_temp()
-                os.link(fill.temp_path, alias)
             await self._keeper.admit(
-                stored, digest, fill.written, self._clock(), reservation, uploaded=handing
+                fill.temp_path, digest, fill.written, self._clock(), reservation, uploaded=handing
             )
             if following is not None and handing:
                 # Before settle, in the same step: the next reader finds the local file.
@@ -279,8 +273,6 @@ class BlobService:
                 reservation.release()  # landed (then already released) or not: no longer counted
             if error is not None:
                 self._files.discard(fill.temp_path)
-                if alias is not None:
-                    self._files.discard(alias)
             # Renamed into place or handed over (if stored) in this same step: a reader that
             # arrives next finds the stored file, never a temp path that is gone.
             fill.settle(error)

@@ -94,7 +94,8 @@ class BlobKeeper:
         reserved its size made room when it began; one without (no announced size) makes it
         now. The reservation becomes stored bytes when the row is written; the caller still
         releases it when anything fails. `uploaded`: a fill's upload holds the bytes (completed
-        behind its clients, services/pending_uploads.py); only the row is left to write."""
+        behind its clients, services/pending_uploads.py); only the row is left to write, and
+        the file stays the caller's."""
         if self._ledger.too_large(size):
             log.warning("blob %s (%d bytes) exceeds max_size; not stored", digest, size)
             self._files.discard(temp)
@@ -104,10 +105,14 @@ class BlobKeeper:
             # than after the janitor's next pass; blobs in use are passed by.
             await self._make_room(size)
         if not self.backend.local:
+            if uploaded:
+                # The fill's upload completes behind its clients, from this file: it stays
+                # the caller's (services/pending_uploads.py serves hits from it meanwhile).
+                await self.adopt(digest, size, now, reservation)
+                return True
             # Uploaded before the row; the temp file goes once both are there (its readers
             # keep their descriptors). A failure leaves the temp file to the caller.
-            if not uploaded:
-                await self.backend.commit(temp, digest, size)
+            await self.backend.commit(temp, digest, size)
             await self.adopt(digest, size, now, reservation)
             self._files.discard(temp)
             return True
